@@ -1,0 +1,9 @@
+// bnff: fused batch-normalization kernels for CNN training on CPUs.
+// The umbrella header: everything public, layer by layer.
+#pragma once
+
+#include "bnff/config.hpp"
+#include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/error.hpp"
+#include "bnff/parallel/parallel.hpp"
+#include "bnff/tensor/tensor_view.hpp"
