@@ -1,0 +1,64 @@
+// Shared pieces of bnff_bench: buffers, counters and the naming scheme
+// <family>/<variant>/<shape>/threads:<t>.
+#pragma once
+
+#include <benchmark/benchmark.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "bnff/parallel/parallel.hpp"
+
+namespace bnff::bench {
+
+// A 64-byte-aligned buffer, touched on creation so page faults stay out of timings.
+template <class T>
+struct buffer {
+  struct free_deleter {
+    void operator()(T* p) const noexcept { std::free(p); }
+  };
+  std::unique_ptr<T, free_deleter> ptr;
+  std::size_t size = 0;
+  explicit buffer(std::size_t n, T value = T(0)) : size(n) {
+    const std::size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
+    ptr.reset(static_cast<T*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)));
+    for (std::size_t i = 0; i < n; ++i) ptr.get()[i] = value;
+  }
+  T* data() const noexcept { return ptr.get(); }
+  void fill_random(std::uint64_t seed, T lo = T(-1), T hi = T(1)) {
+    std::mt19937_64 gen(seed);
+    std::uniform_real_distribution<double> d{double(lo), double(hi)};
+    for (std::size_t i = 0; i < size; ++i) ptr.get()[i] = T(d(gen));
+  }
+};
+
+// Threads for this run: the benchmark's "threads" argument (range 0).
+inline int use_threads(benchmark::State& state) {
+  const int t = int(state.range(0));
+  bnff::set_num_threads(t);
+  return t;
+}
+
+// bytes_per_second from the bytes a kernel must move at minimum, and a flops rate.
+inline void set_counters(benchmark::State& state, double bytes, double flops = 0.0) {
+  state.SetBytesProcessed(int64_t(bytes) * int64_t(state.iterations()));
+  if (flops > 0)
+    state.counters["flops"] = benchmark::Counter(flops * double(state.iterations()), benchmark::Counter::kIsRate);
+}
+
+// Register fn as <family>/<variant>/<shape> for 1 and 2 threads, real time.
+template <class F>
+benchmark::internal::Benchmark* add(const std::string& family, const std::string& variant, const std::string& shape,
+                                    F&& fn) {
+  return benchmark::RegisterBenchmark((family + "/" + variant + "/" + shape).c_str(), std::forward<F>(fn))
+      ->ArgName("threads")
+      ->Arg(1)
+      ->Arg(2)
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond);
+}
+
+}  // namespace bnff::bench
