@@ -42,10 +42,9 @@ void ceiling_copy(benchmark::State& state) {
   bnff::bench::set_counters(state, 2.0 * double(kFloats) * sizeof(float));
 }
 
-const int registered = [] {
+const int registered = bnff::bench::register_family([](const bnff::bench::options&) {
   bnff::bench::add("ceiling_read", "ceiling", "256MiB", ceiling_read);
   bnff::bench::add("ceiling_copy", "ceiling", "256MiB", ceiling_copy);
-  return 0;
-}();
+});
 
 }  // namespace

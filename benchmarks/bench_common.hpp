@@ -9,10 +9,29 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <vector>
 
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff::bench {
+
+// Run-wide settings, parsed by bench_main.cpp before any benchmark is registered.
+struct options {
+  bool quick = false;       // --quick: a few representative shapes per family
+  bool all_shapes = false;  // --all-shapes: every catalog shape (long)
+};
+
+// Each family file registers a function that adds its benchmarks for the options:
+//   const int registered = bnff::bench::register_family([](const bench::options& o) { ... });
+using family_fn = void (*)(const options&);
+inline std::vector<family_fn>& families() {
+  static std::vector<family_fn> f;
+  return f;
+}
+inline int register_family(family_fn f) {
+  families().push_back(f);
+  return 0;
+}
 
 // A 64-byte-aligned buffer, touched on creation so page faults stay out of timings.
 template <class T>

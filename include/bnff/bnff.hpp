@@ -7,3 +7,7 @@
 #include "bnff/error.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/tensor/tensor_view.hpp"
+#include "bnff/conv/layer_catalog.hpp"
+#include "bnff/stats/moments.hpp"
+#include "bnff/stats/stats_partition.hpp"
+#include "bnff/stats/block_moments.hpp"
