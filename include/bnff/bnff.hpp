@@ -24,3 +24,4 @@
 #include "bnff/ops/conv2d_forward_stats.hpp"
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/conv_bn_relu_unfused.hpp"
+#include "bnff/gemm/gemm.hpp"
