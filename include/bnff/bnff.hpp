@@ -25,3 +25,6 @@
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/conv_bn_relu_unfused.hpp"
 #include "bnff/gemm/gemm.hpp"
+#include "bnff/conv/conv2d_backward_engine.hpp"
+#include "bnff/ops/conv2d_backward_data.hpp"
+#include "bnff/ops/conv2d_backward_weights.hpp"
