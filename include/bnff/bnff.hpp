@@ -28,3 +28,7 @@
 #include "bnff/conv/conv2d_backward_engine.hpp"
 #include "bnff/ops/conv2d_backward_data.hpp"
 #include "bnff/ops/conv2d_backward_weights.hpp"
+#include "bnff/fusion/bn_relu_backward_epilogue.hpp"
+#include "bnff/ops/bn_backward_dx.hpp"
+#include "bnff/ops/bn_relu_conv2d_backward.hpp"
+#include "bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp"
