@@ -32,3 +32,4 @@
 #include "bnff/ops/bn_backward_dx.hpp"
 #include "bnff/ops/bn_relu_conv2d_backward.hpp"
 #include "bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp"
+#include "bnff/ops/dense_composite_layer.hpp"

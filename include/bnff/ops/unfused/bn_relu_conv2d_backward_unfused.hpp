@@ -20,10 +20,10 @@ template <class T, class Arch = xsimd::default_arch>
 void relu_backward_stored(tensor_view<const T> a, tensor_view<const T> da, tensor_view<T> dy) {
   constexpr const char* where = "unfused::relu_backward_stored";
   check_arg(!a.empty() && a.plane_contiguous(), where, "a", "non-empty, contiguous H x W planes", a.strides());
-  detail::check_conv_tensor(where, "da", da, a.shape());
-  detail::check_conv_tensor(where, "dy", dy, a.shape());
-  detail::check_no_alias(where, "dy", dy, a, "a");
-  const index_t planes = a.n() * a.c(), per = detail::planes_per_task(a.plane());
+  bnff::detail::check_conv_tensor(where, "da", da, a.shape());
+  bnff::detail::check_conv_tensor(where, "dy", dy, a.shape());
+  bnff::detail::check_no_alias(where, "dy", dy, a, "a");
+  const index_t planes = a.n() * a.c(), per = bnff::detail::planes_per_task(a.plane());
   parallel_for((planes + per - 1) / per, [&](index_t task) {
     using batch = xsimd::batch<T, Arch>;
     const batch zero(T(0));
@@ -49,15 +49,15 @@ void bn_backward_reduce(tensor_view<const T> x, tensor_view<const T> dy, vector_
                         vector_view<const T> invstd, vector_view<T> dgamma, vector_view<T> dbeta) {
   constexpr const char* where = "unfused::bn_backward_reduce";
   check_arg(!x.empty() && x.plane_contiguous(), where, "x", "non-empty, contiguous H x W planes", x.strides());
-  detail::check_conv_tensor(where, "dy", dy, x.shape());
-  detail::check_conv_vector(where, "mean", mean, x.c());
-  detail::check_conv_vector(where, "invstd", invstd, x.c());
-  detail::check_conv_vector(where, "dgamma", dgamma, x.c());
-  detail::check_conv_vector(where, "dbeta", dbeta, x.c());
-  detail::check_no_alias(where, "dgamma", dgamma, x, "x");
-  detail::check_no_alias(where, "dbeta", dbeta, x, "x");
-  detail::check_no_alias(where, "dgamma", dgamma, dy, "dy");
-  detail::check_no_alias(where, "dbeta", dbeta, dy, "dy");
+  bnff::detail::check_conv_tensor(where, "dy", dy, x.shape());
+  bnff::detail::check_conv_vector(where, "mean", mean, x.c());
+  bnff::detail::check_conv_vector(where, "invstd", invstd, x.c());
+  bnff::detail::check_conv_vector(where, "dgamma", dgamma, x.c());
+  bnff::detail::check_conv_vector(where, "dbeta", dbeta, x.c());
+  bnff::detail::check_no_alias(where, "dgamma", dgamma, x, "x");
+  bnff::detail::check_no_alias(where, "dbeta", dbeta, x, "x");
+  bnff::detail::check_no_alias(where, "dgamma", dgamma, dy, "dy");
+  bnff::detail::check_no_alias(where, "dbeta", dbeta, dy, "dy");
   parallel_for(x.c(), [&](index_t c) {
     using batch = xsimd::batch<T, Arch>;
     constexpr index_t width = index_t(batch::size);
