@@ -12,7 +12,8 @@
 //   tasks own blocks of dW and loop over every image and position in order, so
 //   the reduction over images is deterministic; the input operand is built by
 //   the forward im2col/pointwise packers (with their prologue: padding stays zero
-//   after the transform) and transposed into the GEMM's B layout.
+//   after the transform). Both operands keep positions contiguous, so the product is
+//   a block of dot products along positions (no transposes).
 #pragma once
 
 #include <algorithm>
@@ -73,35 +74,39 @@ struct conv2d_backward_data_plan {
   }
 };
 
-// How the weight gradient of `problem` is cut.
+// How the weight gradient of `problem` is cut. dW[K x CRS] is a matrix of dot products over
+// the N * P * Q positions; each task owns a block of it and runs its dot products over every
+// image and position in order (so the reduction never depends on the thread count).
 template <class T, class Arch = xsimd::default_arch>
 struct conv2d_backward_weights_plan {
-  using blk = gemm::blocking<T, Arch>;
+  using batch = xsimd::batch<T, Arch>;
+  static constexpr index_t width = index_t(batch::size);
+  static constexpr index_t mb = 4, nb = 4;  // register block: 16 vector accumulators, 8 loads per 16 FMAs
+  static constexpr index_t kc = 512;        // positions per packed chunk (a multiple of every width)
+  static_assert(kc % width == 0, "chunks are whole batches");
   conv2d_problem problem{};
-  index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q (the reduction runs over N * P * Q)
+  index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
   index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
-  static constexpr index_t kc = blk::kc;  // positions per packed block
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
-    // Blocks of at most 64 rows and about 256 columns: a packed kc x col_block block of
-    // the input stays in L2 while every row panel of dY sweeps it.
-    const index_t rparts = gemm::ceil_div(rows, 64), cparts = gemm::ceil_div(cols, 256);
-    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), blk::mr);
-    col_block = gemm::round_up(gemm::ceil_div(cols, cparts), blk::nr);
-    row_blocks = gemm::ceil_div(rows, row_block);
+    // Column blocks of about 128 input rows (a 128 x kc packed block stays in L2 while every
+    // row of dY sweeps it); rows split further when there are fewer than 4 column blocks, so
+    // that two threads share small problems.
+    const index_t cparts = gemm::ceil_div(cols, 128);
+    col_block = gemm::round_up(gemm::ceil_div(cols, cparts), nb);
     col_blocks = gemm::ceil_div(cols, col_block);
+    const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(4, col_blocks));
+    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), mb);
+    row_blocks = gemm::ceil_div(rows, row_block);
     tasks = row_blocks * col_blocks;
   }
 
   index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * kc); }
-  index_t im2col_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
-  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(kc * col_block); }
-  index_t workspace_size(int threads) const noexcept {
-    return index_t(threads) * (packed_a_size() + im2col_size() + packed_b_size());
-  }
+  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
+  index_t workspace_size(int threads) const noexcept { return index_t(threads) * (packed_a_size() + packed_b_size()); }
 };
 
 namespace detail {
@@ -192,19 +197,30 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
   });
 }
 
-// rows x cols block of src (row stride lds) -> dst[j * ldd + i] = src[i * lds + j], in
-// 8 x 8 squares so that both sides stay within a few cache lines.
-template <class T>
-void transpose_block(const T* src, index_t lds, index_t rows, index_t cols, T* dst, index_t ldd) {
-  constexpr index_t b = 8;
-  for (index_t i0 = 0; i0 < rows; i0 += b) {
-    const index_t i1 = std::min(rows, i0 + b);
-    for (index_t j0 = 0; j0 < cols; j0 += b) {
-      const index_t j1 = std::min(cols, j0 + b);
-      for (index_t j = j0; j < j1; ++j)
-        for (index_t i = i0; i < i1; ++i) dst[j * ldd + i] = src[i * lds + j];
-    }
+// out[i * nb + j] = sum_k a[i * ld + k] * b[j * ld + k] for a 4 x 4 block of rows, over len
+// positions (a multiple of the width, rows aligned): 16 independent FMA chains cover the
+// FMA latency; each accumulator is reduced once per call (a few percent of a kc-long call).
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE void dot_block_4x4(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
+                                      T* out) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  batch acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) acc[i] = batch(T(0));
+  for (index_t k = 0; k < len; k += width) {
+    batch av[4], bv[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) av[i] = batch::load_aligned(a + i * ld + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) bv[j] = batch::load_aligned(b + j * ld + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[i * 4 + j] = xsimd::fma(av[i], bv[j], acc[i * 4 + j]);
   }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) out[i] = xsimd::hadd(acc[i]);
 }
 
 // Weight-gradient engine; arguments assumed valid. dw: K x CRS row-major with row stride ldw.
@@ -213,58 +229,53 @@ template <class T, class Arch, class Prologue>
 void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
                                  const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
                                  T* workspace) {
-  using blk = gemm::blocking<T, Arch>;
-  using kernel = gemm::microkernel<T, Arch, blk::mr, blk::nv>;
-  constexpr index_t mr = blk::mr, nr = blk::nr, kc = plan.kc;
+  using plan_t = conv2d_backward_weights_plan<T, Arch>;
+  constexpr index_t kc = plan_t::kc, width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
-  const index_t per_thread = plan.packed_a_size() + plan.im2col_size() + plan.packed_b_size();
+  const index_t per_thread = plan.packed_a_size() + plan.packed_b_size();
   parallel_region([&](int thread, int threads) {
     T* ap = gemm::align_pointer(workspace + index_t(thread) * per_thread);
-    T* tmp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size());
-    T* bp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size() + plan.im2col_size());
+    T* bp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size());
     for (index_t task = thread; task < plan.tasks; task += threads) {
       const index_t i0 = (task / plan.col_blocks) * plan.row_block, j0 = (task % plan.col_blocks) * plan.col_block;
       const index_t nrows = std::min(plan.row_block, plan.rows - i0), ncols = std::min(plan.col_block, plan.cols - j0);
-      const index_t ldb = gemm::round_up(ncols, nr);
+      const index_t nrows_p = gemm::round_up(nrows, mb), ncols_p = gemm::round_up(ncols, nb);
       for (index_t n = 0; n < pb.n; ++n) {
         for (index_t pos0 = 0; pos0 < plan.plane; pos0 += kc) {
-          const index_t kcount = std::min(kc, plan.plane - pos0);
-          // A: rows i0.. of dY_n at positions pos0.., in panels of mr rows (zero rows past the end).
-          for (index_t p0 = 0; p0 < nrows; p0 += mr) {
-            T* dst = ap + p0 * kcount;
-            for (index_t i = 0; i < mr; ++i) {
-              if (p0 + i < nrows) {
-                const T* src = dy.plane_ptr(n, i0 + p0 + i) + pos0;
-                for (index_t k = 0; k < kcount; ++k) dst[k * mr + i] = src[k];
-              } else {
-                for (index_t k = 0; k < kcount; ++k) dst[k * mr + i] = T(0);
-              }
+          const index_t kcount = std::min(kc, plan.plane - pos0), kcp = gemm::round_up(kcount, width);
+          // Rows i0.. of dY_n at positions pos0.., zero past the last row and position.
+          for (index_t i = 0; i < nrows_p; ++i) {
+            T* dst = ap + i * kcp;
+            if (i < nrows) {
+              const T* src = dy.plane_ptr(n, i0 + i) + pos0;
+              std::copy(src, src + kcount, dst);
+              std::fill(dst + kcount, dst + kcp, T(0));
+            } else {
+              std::fill(dst, dst + kcp, T(0));
             }
           }
-          // B: im2col rows j0.. (input channels, or (c, r, s) triples) at positions pos0..,
-          // through the prologue, then transposed to positions x columns.
+          // im2col rows j0.. (input channels, or (c, r, s) triples) through the prologue.
           if (pointwise) {
             pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, kcount, prologue};
-            packer.pack(j0, ncols, tmp, kc);
+            packer.pack(j0, ncols, bp, kcp);
           } else {
             im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, kcount,
                                                     prologue};
-            packer.pack(j0, ncols, tmp, kc);
+            packer.pack(j0, ncols, bp, kcp);
           }
-          transpose_block(tmp, kc, ncols, kcount, bp, ldb);
-          if (ldb > ncols)
-            for (index_t k = 0; k < kcount; ++k) std::fill(bp + k * ldb + ncols, bp + (k + 1) * ldb, T(0));
-          const bool accumulate = n > 0 || pos0 > 0;
-          for (index_t i = 0; i < nrows; i += mr) {
-            const index_t rows_here = std::min(mr, nrows - i);
-            for (index_t j = 0; j < ncols; j += nr) {
-              const index_t cols_here = std::min(nr, ncols - j);
-              T* c = dw + (i0 + i) * ldw + j0 + j;
-              if (rows_here == mr && cols_here == nr)
-                kernel::run(kcount, ap + i * kcount, bp + j, ldb, c, ldw, accumulate);
-              else
-                kernel::run_edge(kcount, ap + i * kcount, bp + j, ldb, c, ldw, accumulate, rows_here, cols_here);
+          for (index_t j = 0; j < ncols_p; ++j)
+            std::fill(bp + j * kcp + (j < ncols ? kcount : 0), bp + (j + 1) * kcp, T(0));
+          const bool first = n == 0 && pos0 == 0;
+          for (index_t jb = 0; jb < ncols_p; jb += nb) {
+            for (index_t ib = 0; ib < nrows_p; ib += mb) {
+              alignas(64) T sums[16];
+              dot_block_4x4<T, Arch>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
+              const index_t ri = std::min(mb, nrows - ib), cj = std::min(nb, ncols - jb);
+              for (index_t i = 0; i < ri; ++i) {
+                T* c = dw + (i0 + ib + i) * ldw + j0 + jb;
+                for (index_t j = 0; j < cj; ++j) c[j] = first ? sums[i * nb + j] : c[j] + sums[i * nb + j];
+              }
             }
           }
         }
