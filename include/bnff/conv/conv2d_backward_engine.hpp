@@ -82,16 +82,24 @@ struct conv2d_backward_weights_plan {
   using batch = xsimd::batch<T, Arch>;
   static constexpr index_t width = index_t(batch::size);
   static constexpr index_t mb = 4, nb = 4;  // register block: 16 vector accumulators, 8 loads per 16 FMAs
-  static constexpr index_t kc = 512;        // positions per packed chunk (a multiple of every width)
+  static constexpr index_t kc = 1024;        // positions per packed chunk (a multiple of every width)
   static_assert(kc % width == 0, "chunks are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
   index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
+  // The N * P * Q positions, in (image, position) order, cut into `chunks` equal runs of
+  // `chunk` positions (the last shorter): a run may span images, so small planes still
+  // give long dot products.
+  index_t chunk = 0, chunks = 0;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
+    const index_t total = pb.n * plane;
+    chunks = gemm::ceil_div(total, kc);
+    chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
+    chunks = gemm::ceil_div(total, chunk);
     // Column blocks of about 128 input rows (a 128 x kc packed block stays in L2 while every
     // row of dY sweeps it); rows split further when there are fewer than 4 column blocks, so
     // that two threads share small problems.
@@ -230,7 +238,7 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
                                  const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
                                  T* workspace) {
   using plan_t = conv2d_backward_weights_plan<T, Arch>;
-  constexpr index_t kc = plan_t::kc, width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
+  constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
   const index_t per_thread = plan.packed_a_size() + plan.packed_b_size();
@@ -241,41 +249,43 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
       const index_t i0 = (task / plan.col_blocks) * plan.row_block, j0 = (task % plan.col_blocks) * plan.col_block;
       const index_t nrows = std::min(plan.row_block, plan.rows - i0), ncols = std::min(plan.col_block, plan.cols - j0);
       const index_t nrows_p = gemm::round_up(nrows, mb), ncols_p = gemm::round_up(ncols, nb);
-      for (index_t n = 0; n < pb.n; ++n) {
-        for (index_t pos0 = 0; pos0 < plan.plane; pos0 += kc) {
-          const index_t kcount = std::min(kc, plan.plane - pos0), kcp = gemm::round_up(kcount, width);
-          // Rows i0.. of dY_n at positions pos0.., zero past the last row and position.
-          for (index_t i = 0; i < nrows_p; ++i) {
-            T* dst = ap + i * kcp;
-            if (i < nrows) {
-              const T* src = dy.plane_ptr(n, i0 + i) + pos0;
-              std::copy(src, src + kcount, dst);
-              std::fill(dst + kcount, dst + kcp, T(0));
-            } else {
-              std::fill(dst, dst + kcp, T(0));
-            }
+      for (index_t ch = 0; ch < plan.chunks; ++ch) {
+        const index_t g0 = ch * plan.chunk, g1 = std::min(g0 + plan.chunk, pb.n * plan.plane);
+        const index_t kcp = gemm::round_up(g1 - g0, width);
+        // Segments of one image each: rows i0.. of dY_n and im2col rows j0.. (input channels,
+        // or (c, r, s) triples, through the prologue), side by side in the packed rows.
+        for (index_t g = g0; g < g1;) {
+          const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
+          const index_t off = g - g0;
+          for (index_t i = 0; i < nrows; ++i) {
+            const T* src = dy.plane_ptr(n, i0 + i) + pos0;
+            std::copy(src, src + len, ap + i * kcp + off);
           }
-          // im2col rows j0.. (input channels, or (c, r, s) triples) through the prologue.
           if (pointwise) {
-            pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, kcount, prologue};
-            packer.pack(j0, ncols, bp, kcp);
+            pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
+            packer.pack(j0, ncols, bp + off, kcp);
           } else {
-            im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, kcount,
+            im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
                                                     prologue};
-            packer.pack(j0, ncols, bp, kcp);
+            packer.pack(j0, ncols, bp + off, kcp);
           }
-          for (index_t j = 0; j < ncols_p; ++j)
-            std::fill(bp + j * kcp + (j < ncols ? kcount : 0), bp + (j + 1) * kcp, T(0));
-          const bool first = n == 0 && pos0 == 0;
-          for (index_t jb = 0; jb < ncols_p; jb += nb) {
-            for (index_t ib = 0; ib < nrows_p; ib += mb) {
-              alignas(64) T sums[16];
-              dot_block_4x4<T, Arch>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
-              const index_t ri = std::min(mb, nrows - ib), cj = std::min(nb, ncols - jb);
-              for (index_t i = 0; i < ri; ++i) {
-                T* c = dw + (i0 + ib + i) * ldw + j0 + jb;
-                for (index_t j = 0; j < cj; ++j) c[j] = first ? sums[i * nb + j] : c[j] + sums[i * nb + j];
-              }
+          g += len;
+        }
+        // Zero past the last position and the last row: the 4 x 4 blocks and batches read them.
+        const index_t used = g1 - g0;
+        for (index_t i = 0; i < nrows_p; ++i)
+          std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
+        for (index_t j = 0; j < ncols_p; ++j)
+          std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
+        const bool first = ch == 0;
+        for (index_t jb = 0; jb < ncols_p; jb += nb) {
+          for (index_t ib = 0; ib < nrows_p; ib += mb) {
+            alignas(64) T sums[16];
+            dot_block_4x4<T, Arch>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
+            const index_t ri = std::min(mb, nrows - ib), cj = std::min(nb, ncols - jb);
+            for (index_t i = 0; i < ri; ++i) {
+              T* c = dw + (i0 + ib + i) * ldw + j0 + jb;
+              for (index_t j = 0; j < cj; ++j) c[j] = first ? sums[i * nb + j] : c[j] + sums[i * nb + j];
             }
           }
         }

@@ -2,6 +2,7 @@
 // convolution's data gradient while it is in cache.
 #pragma once
 
+#include <algorithm>
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
@@ -77,10 +78,19 @@ struct bn_relu_backward_epilogue {
   stats_partition partition{};
   bn_backward_partial* partials = nullptr;
 
+  static void prefetch_row(const T* p, index_t bytes) noexcept {
+    const char* b = reinterpret_cast<const char*>(p);
+    for (index_t off = 0; off < bytes; off += 64) __builtin_prefetch(b + off, 0, 3);
+  }
+
   void operator()(const output_tile<T>& t) const noexcept {
     const index_t block = partition.block;
+    constexpr index_t ahead = 4;  // x rows prefetched ahead: short runs in many planes defeat the hardware prefetcher
+    const index_t bytes = t.cols * index_t(sizeof(T));
+    for (index_t i = 0; i < std::min(ahead, t.rows); ++i) prefetch_row(x.plane_ptr(t.n, t.k0 + i) + t.col0, bytes);
     for (index_t i = 0; i < t.rows; ++i) {
       const index_t c = t.k0 + i;
+      if (i + ahead < t.rows) prefetch_row(x.plane_ptr(t.n, c + ahead) + t.col0, bytes);
       T* row = t.data + i * t.ldc;
       const T* xr = x.plane_ptr(t.n, c) + t.col0;
       for (index_t j = 0; j < t.cols; j += block) {
