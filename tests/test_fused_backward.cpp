@@ -324,3 +324,38 @@ TEST_CASE("fused BN-ReLU-conv backward rejects bad arguments before writing", "[
       Catch::Contains("bn_backward_dx") && Catch::Contains("'dgamma'"));
   for (float v : dx) REQUIRE(v == 5.0f);
 }
+
+TEST_CASE("fused BN-ReLU-conv backward step by step equals the whole operation", "[fused][backward]") {
+  // The public steps (epilogue data gradient, finalize, dx sweep, prologue weight gradient)
+  // compose to exactly what bn_relu_conv2d_backward computes.
+  for (const conv2d_problem& pb :
+       {conv2d_problem{2, 6, 7, 5, 3, 3, 3, 1, 1}, conv2d_problem{3, 4, 9, 7, 5, 3, 3, 1, 2}}) {
+    const bn_relu_conv_case<float> f(pb, 1);
+    const auto whole = f.fused(true);
+    const shape4 xs = pb.input_shape();
+    std::vector<float> dy(std::size_t(xs.size())), dx(dy.size()), dw(f.wf.size()), dg(std::size_t(pb.c)),
+        db(std::size_t(pb.c));
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < xs.plane(); ++i)
+          dx[std::size_t((n * pb.c + c) * xs.plane() + i)] = float(f.dx0[std::size_t((n * pb.c + c) * xs.plane() + i)]);
+    const auto part = bnff::bn_relu_conv2d_backward_partition<float>(pb);
+    std::vector<bn_backward_partial> partials(std::size_t(part.size()));
+    std::vector<float> ws(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<float>(pb)));
+    const vector_view<float> wsv(ws.data(), index_t(ws.size()));
+    bnff::conv2d_backward_data_bn_relu<float>(pb, f.doutv(), f.wv(), f.xv(), f.vec(f.scale), f.vec(f.shift),
+                                              f.vec(f.mean), tensor_view<float>(dy.data(), xs),
+                                              {partials.data(), index_t(partials.size())}, wsv);
+    bnff::bn_backward_finalize<float>(part, {partials.data(), index_t(partials.size())}, f.vec(f.invstd),
+                                      {dg.data(), pb.c}, {db.data(), pb.c});
+    bnff::bn_backward_dx<float>(f.xv(), tensor_view<const float>(dy.data(), xs), f.vec(f.mean), f.vec(f.invstd),
+                                f.vec(f.scale), {dg.data(), pb.c}, {db.data(), pb.c}, tensor_view<float>(dx.data(), xs),
+                                true);
+    bnff::bn_relu_conv2d_backward_weights<float>(pb, f.xv(), f.vec(f.scale), f.vec(f.shift), f.doutv(),
+                                                 tensor_view<float>(dw.data(), pb.filter_shape()), {}, wsv);
+    REQUIRE(whole.dx == std::vector<double>(dx.begin(), dx.end()));
+    REQUIRE(whole.dw == std::vector<double>(dw.begin(), dw.end()));
+    REQUIRE(whole.dgamma == std::vector<double>(dg.begin(), dg.end()));
+    REQUIRE(whole.dbeta == std::vector<double>(db.begin(), db.end()));
+  }
+}
