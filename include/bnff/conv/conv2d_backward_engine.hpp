@@ -100,10 +100,12 @@ struct conv2d_backward_weights_plan {
     chunks = gemm::ceil_div(total, kc);
     chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
     chunks = gemm::ceil_div(total, chunk);
-    // Column blocks of about 128 input rows (a 128 x kc packed block stays in L2 while every
-    // row of dY sweeps it); rows split further when there are fewer than 4 column blocks, so
-    // that two threads share small problems.
-    const index_t cparts = gemm::ceil_div(cols, 128);
+    // Column blocks of at most about 128 input rows (a 128 x kc packed block stays in L2 while
+    // every row of dY sweeps it), their count a multiple of 4 when there are several (tasks
+    // then divide evenly among 2 or 4 threads); rows split further when there are fewer than
+    // 4 column blocks, so that two threads share small problems.
+    const index_t craw = gemm::ceil_div(cols, 128);
+    const index_t cparts = craw > 1 ? std::min(gemm::round_up(craw, 4), std::max<index_t>(1, cols / 16)) : 1;
     col_block = gemm::round_up(gemm::ceil_div(cols, cparts), nb);
     col_blocks = gemm::ceil_div(cols, col_block);
     const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(4, col_blocks));
