@@ -186,7 +186,9 @@ inline std::vector<unsigned char> encode_checkpoint(const std::string& config, s
 inline void write_file_atomically(const std::string& path, const std::vector<unsigned char>& bytes) {
   const std::string tmp = path + ".tmp";
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw checkpoint_error("cannot write checkpoint: opening '" + tmp + "' failed: " + detail::errno_text());
+  if (fd < 0)
+    throw checkpoint_error("cannot write checkpoint: opening '" + tmp + "' failed: " + detail::errno_text() + " ('" +
+                           path + "' is unchanged)");
   const bool written = detail::write_all(fd, bytes.data(), bytes.size()) && ::fsync(fd) == 0;
   const int saved_errno = errno;
   const bool closed = ::close(fd) == 0;
