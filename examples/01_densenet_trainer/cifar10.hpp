@@ -56,7 +56,7 @@ inline void read_file(const std::string& path, dataset& out) {
     const unsigned char* rec = bytes.data() + r * record_bytes;
     out.labels[std::size_t(first) + r] = rec[0];
     float* dst = out.images.data() + (std::size_t(first) + r) * pixel_bytes;
-    for (std::size_t i = 0; i < pixel_bytes; ++i) dst[i] = float(rec[1 + i]) * (1.0f / 255.0f);
+    for (std::size_t i = 0; i < pixel_bytes; ++i) dst[i] = float(rec[1 + i]) / 255.0f;
   }
 }
 
