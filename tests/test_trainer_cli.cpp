@@ -54,7 +54,7 @@ TEST_CASE("cli: densenet121-block1 is DenseNet-121's first block", "[trainer][cl
   CHECK(o.batch == 16);
 }
 
-TEST_CASE("cli: every flag, in both spellings; flags override the preset in any order", "[trainer][cli]") {
+TEST_CASE("cli: every flag in both spellings, flags override the preset in any order", "[trainer][cli]") {
   const options o = parse({"--blocks=2,3",
                            "--growth",
                            "8",

@@ -204,24 +204,34 @@ TEST_CASE("softmax cross-entropy: a label out of range is refused", "[trainer][l
 }
 
 TEST_CASE("trainer layers: 1 and 2 threads give bitwise-equal results", "[trainer][layers]") {
-  const fc_shape s{9, 33, 10};
+  // Sizes above the layers' serial threshold (2^15 elements), so that 2 threads really split the work.
+  const fc_shape s{64, 600, 10};
   const auto x = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(s.n * s.in), 51));
   const auto w = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(s.out * s.in), 52));
   const auto g = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(s.n * s.out), 53));
-  const shape4 ps{3, 6, 9, 9};
+  const shape4 ps{4, 16, 33, 32};
   const auto px = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(ps.size()), 54));
+  const index_t rows = 512, classes = 10;
+  const auto z = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(rows * classes), 55, -4, 4));
+  std::vector<std::int32_t> labels(static_cast<std::size_t>(rows));
+  for (index_t i = 0; i < rows; ++i) labels[std::size_t(i)] = std::int32_t(i * 7 % classes);
   auto run = [&](int threads) {
     bnff::set_num_threads(threads);
-    std::vector<float> dx(x.size()), dw(w.size()), db(std::size_t(s.out)), pooled(std::size_t(3 * 6 * 16)), gap(18);
+    std::vector<float> y(std::size_t(s.n * s.out)), dx(x.size()), dw(w.size()), db(std::size_t(s.out)),
+        pooled(std::size_t(4 * 16 * 16 * 16)), dpool(px.size()), gap(64), dz(z.size());
+    const std::vector<float> bias(std::size_t(s.out), 0.5f);
+    fc_forward<float>(s, x.data(), w.data(), bias.data(), y.data());
     fc_backward<float>(s, x.data(), w.data(), g.data(), dx.data(), dw.data(), db.data());
-    avg_pool2x2_forward<float>(tensor_view<const float>(px.data(), ps), tensor_view<float>(pooled.data(), 3, 6, 4, 4));
+    avg_pool2x2_forward<float>(tensor_view<const float>(px.data(), ps),
+                               tensor_view<float>(pooled.data(), 4, 16, 16, 16));
+    avg_pool2x2_backward<float>(tensor_view<const float>(pooled.data(), 4, 16, 16, 16),
+                                tensor_view<float>(dpool.data(), ps));
     global_avg_pool_forward<float>(tensor_view<const float>(px.data(), ps), gap.data());
-    std::vector<std::int32_t> labels(std::size_t(s.n));
-    for (index_t i = 0; i < s.n; ++i) labels[std::size_t(i)] = std::int32_t(i % s.out);
-    const double loss = softmax_cross_entropy<float>(s.n, s.out, g.data(), labels.data(), nullptr).loss;
-    std::vector<float> all = dx;
-    for (const auto* v : {&dw, &db, &pooled, &gap}) all.insert(all.end(), v->begin(), v->end());
-    all.push_back(float(loss));
+    const loss_result r = softmax_cross_entropy<float>(rows, classes, z.data(), labels.data(), dz.data());
+    std::vector<float> all = y;
+    for (const auto* v : {&dx, &dw, &db, &pooled, &dpool, &gap, &dz}) all.insert(all.end(), v->begin(), v->end());
+    all.push_back(float(r.loss));
+    all.push_back(float(r.correct));
     return all;
   };
   const int saved = bnff::max_threads();

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include <bnff/error.hpp>
@@ -18,6 +19,19 @@ namespace trainer {
 using bnff::index_t;
 using bnff::tensor_view;
 
+// parallel_for, except for small problems, where starting threads costs more
+// than the work. Only for tasks that write disjoint outputs: the result is the
+// same either way.
+template <class F>
+void parallel_tasks(index_t tasks, index_t elements, F&& f) {
+  constexpr index_t serial_below = index_t(1) << 15;
+  if (elements < serial_below) {
+    for (index_t t = 0; t < tasks; ++t) f(t);
+  } else {
+    bnff::parallel_for(tasks, std::forward<F>(f));
+  }
+}
+
 // y[n,c,i,j] = (x[2i,2j] + x[2i,2j+1] + x[2i+1,2j] + x[2i+1,2j+1]) / 4
 // (stride 2, no padding; an odd last row or column is dropped, as in PyTorch's AvgPool2d(2)).
 template <class T>
@@ -25,7 +39,7 @@ void avg_pool2x2_forward(tensor_view<const T> x, tensor_view<T> y) {
   const char* where = "avg_pool2x2_forward";
   bnff::check_equal(where, "y.shape", bnff::shape4{x.n(), x.c(), x.h() / 2, x.w() / 2}, y.shape());
   bnff::check_arg(!bnff::overlaps(x, y), where, "y", "no overlap with x", "overlapping views");
-  bnff::parallel_for(x.n() * x.c(), [&](index_t task) {
+  parallel_tasks(x.n() * x.c(), x.size(), [&](index_t task) {
     const index_t n = task / x.c(), c = task % x.c();
     const T* src = x.plane_ptr(n, c);
     T* dst = y.plane_ptr(n, c);
@@ -50,7 +64,7 @@ void avg_pool2x2_backward(tensor_view<const T> dy, tensor_view<T> dx) {
                                        2 * dy.w(), " or ", 2 * dy.w() + 1, "]"),
                   dx.shape());
   bnff::check_arg(!bnff::overlaps(dx, dy), where, "dx", "no overlap with dy", "overlapping views");
-  bnff::parallel_for(dx.n() * dx.c(), [&](index_t task) {
+  parallel_tasks(dx.n() * dx.c(), dx.size(), [&](index_t task) {
     const index_t n = task / dx.c(), c = task % dx.c();
     const T* src = dy.plane_ptr(n, c);
     T* dst = dx.plane_ptr(n, c);
@@ -68,7 +82,7 @@ template <class T>
 void global_avg_pool_forward(tensor_view<const T> x, T* y) {
   bnff::check_arg(y != nullptr, "global_avg_pool_forward", "y", "non-null pointer", "nullptr");
   const double inv = 1.0 / double(x.plane());
-  bnff::parallel_for(x.n(), [&](index_t n) {
+  parallel_tasks(x.n(), x.size(), [&](index_t n) {
     for (index_t c = 0; c < x.c(); ++c) {
       double sum = 0;  // spatial extents are small here; double keeps the mean exact to float
       for (index_t i = 0; i < x.h(); ++i)
@@ -83,7 +97,7 @@ template <class T>
 void global_avg_pool_backward(const T* dy, tensor_view<T> dx) {
   bnff::check_arg(dy != nullptr, "global_avg_pool_backward", "dy", "non-null pointer", "nullptr");
   const T inv = T(1.0 / double(dx.plane()));
-  bnff::parallel_for(dx.n(), [&](index_t n) {
+  parallel_tasks(dx.n(), dx.size(), [&](index_t n) {
     for (index_t c = 0; c < dx.c(); ++c) {
       const T g = dy[n * dx.c() + c] * inv;
       for (index_t i = 0; i < dx.h(); ++i)
@@ -108,7 +122,7 @@ template <class T>
 void fc_forward(const fc_shape& s, const T* x, const T* weight, const T* bias, T* y) {
   s.validate("fc_forward");
   bnff::check_arg(x && weight && bias && y, "fc_forward", "x, weight, bias, y", "non-null pointers", "nullptr");
-  bnff::parallel_for(s.n, [&](index_t n) {
+  parallel_tasks(s.n, s.n * s.in * s.out, [&](index_t n) {
     const T* xr = x + n * s.in;
     for (index_t o = 0; o < s.out; ++o) {
       const T* wr = weight + o * s.in;
@@ -126,7 +140,7 @@ void fc_backward(const fc_shape& s, const T* x, const T* weight, const T* dy, T*
   s.validate("fc_backward");
   bnff::check_arg(x && weight && dy && d_weight && d_bias, "fc_backward", "x, weight, dy, d_weight, d_bias",
                   "non-null pointers", "nullptr");
-  bnff::parallel_for(s.out, [&](index_t o) {
+  parallel_tasks(s.out, s.n * s.in * s.out, [&](index_t o) {
     T* dw = d_weight + o * s.in;
     for (index_t i = 0; i < s.in; ++i) dw[i] = 0;
     T db = 0;
@@ -139,7 +153,7 @@ void fc_backward(const fc_shape& s, const T* x, const T* weight, const T* dy, T*
     d_bias[o] = db;
   });
   if (!dx) return;
-  bnff::parallel_for(s.n, [&](index_t n) {
+  parallel_tasks(s.n, s.n * s.in * s.out, [&](index_t n) {
     T* dxr = dx + n * s.in;
     for (index_t i = 0; i < s.in; ++i) dxr[i] = 0;
     for (index_t o = 0; o < s.out; ++o) {
@@ -170,7 +184,7 @@ loss_result softmax_cross_entropy(index_t n, index_t classes, const T* logits, c
                     bnff::detail::concat(labels[i], " at index ", i));
   std::vector<double> row_loss(static_cast<std::size_t>(n));
   std::vector<char> row_correct(static_cast<std::size_t>(n));
-  bnff::parallel_for(n, [&](index_t i) {
+  parallel_tasks(n, n * classes * 8, [&](index_t i) {
     const T* z = logits + i * classes;
     index_t best = 0;
     for (index_t k = 1; k < classes; ++k)
