@@ -3,9 +3,11 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
+#include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -41,25 +43,24 @@ template <class T, class Arch>
 BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, const T* BNFF_RESTRICT x, index_t len,
                                                        T scale, T shift, T mean) noexcept {
   using batch = xsimd::batch<T, Arch>;
-  constexpr index_t width = index_t(batch::size);
   const batch vsc(scale), vsh(shift), vmean(mean), zero(T(0));
   batch s0(T(0)), s1(T(0));
-  index_t i = 0;
-  for (; i + width <= len; i += width) {
-    const batch xv = batch::load_unaligned(x + i);
-    const batch dy = xsimd::select(xsimd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
-    dy.store_unaligned(da + i);
-    s0 += dy;
-    s1 = xsimd::fma(dy, xv - vmean, s1);
-  }
   double t0 = 0, t1 = 0;
-  for (; i < len; ++i) {
-    const T a = std::fma(x[i], scale, shift);
-    const T dy = a > T(0) ? da[i] : T(0);
-    da[i] = dy;
-    t0 += double(dy);
-    t1 += double(dy) * double(x[i] - mean);
-  }
+  fusion::detail::for_each_batch<T, Arch>(
+      len,
+      [&](index_t i) {
+        const batch xv = batch::load_unaligned(x + i);
+        const batch dy = xsimd::select(xsimd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
+        dy.store_unaligned(da + i);
+        s0 += dy;
+        s1 = xsimd::fma(dy, xv - vmean, s1);
+      },
+      [&](index_t i) {
+        const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);
+        da[i] = dy;
+        t0 += double(dy);
+        t1 += double(dy) * double(x[i] - mean);
+      });
   return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
 }
 

@@ -7,6 +7,7 @@
 
 #include "bnff/conv/conv2d_checks.hpp"
 #include "bnff/fusion/bn_relu_backward_epilogue.hpp"
+#include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff {
@@ -45,7 +46,6 @@ template <class T, class Arch>
 void bn_backward_dx_run(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean, const T* invstd,
                         const T* scale, const T* dgamma, const T* dbeta, const tensor_view<T>& dx, bool accumulate) {
   using batch = xsimd::batch<T, Arch>;
-  constexpr index_t width = index_t(batch::size);
   const index_t planes = x.n() * x.c(), plane = x.plane(), per = planes_per_task(plane);
   const double m = double(x.n()) * double(plane);
   parallel_for((planes + per - 1) / per, [&](index_t task) {
@@ -60,16 +60,17 @@ void bn_backward_dx_run(const tensor_view<const T>& x, const tensor_view<const T
       const T k0 = T(sc * double(dbeta[c]) / m), k1 = T(sc * double(invstd[c]) * double(dgamma[c]) / m);
       const T mu = mean[c], s = scale[c];
       const batch vk0(k0), vk1(k1), vmu(mu), vs(s);
-      index_t j = 0;
-      for (; j + width <= plane; j += width) {
-        const batch g =
-            xsimd::fms(vs, batch::load_unaligned(dyp + j), xsimd::fma(batch::load_unaligned(xp + j) - vmu, vk1, vk0));
-        (accumulate ? g + batch::load_unaligned(dxp + j) : g).store_unaligned(dxp + j);
-      }
-      for (; j < plane; ++j) {
-        const T g = std::fma(s, dyp[j], -std::fma(xp[j] - mu, k1, k0));
-        dxp[j] = accumulate ? g + dxp[j] : g;
-      }
+      fusion::detail::for_each_batch<T, Arch>(
+          plane,
+          [&](index_t j) {
+            const batch g = xsimd::fms(vs, batch::load_unaligned(dyp + j),
+                                       xsimd::fma(batch::load_unaligned(xp + j) - vmu, vk1, vk0));
+            (accumulate ? g + batch::load_unaligned(dxp + j) : g).store_unaligned(dxp + j);
+          },
+          [&](index_t j) {
+            const T g = std::fma(s, dyp[j], -std::fma(xp[j] - mu, k1, k0));
+            dxp[j] = accumulate ? g + dxp[j] : g;
+          });
     }
   });
 }

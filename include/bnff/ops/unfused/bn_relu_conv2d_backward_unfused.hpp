@@ -8,7 +8,7 @@
 #include <cmath>
 #include <xsimd/xsimd.hpp>
 
-#include "bnff/fusion/detail/transform_row.hpp"
+#include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/ops/bn_backward_dx.hpp"
 #include "bnff/ops/conv2d_backward_data.hpp"
 #include "bnff/ops/conv2d_backward_weights.hpp"
@@ -32,12 +32,13 @@ void relu_backward_stored(tensor_view<const T> a, tensor_view<const T> da, tenso
       const T* ap = a.plane_ptr(n, c);
       const T* dap = da.plane_ptr(n, c);
       T* dyp = dy.plane_ptr(n, c);
-      constexpr index_t width = index_t(batch::size);
-      index_t j = 0;
-      for (; j + width <= a.plane(); j += width)
-        xsimd::select(batch::load_unaligned(ap + j) > zero, batch::load_unaligned(dap + j), zero)
-            .store_unaligned(dyp + j);
-      for (; j < a.plane(); ++j) dyp[j] = ap[j] > T(0) ? dap[j] : T(0);
+      fusion::detail::for_each_batch<T, Arch>(
+          a.plane(),
+          [&](index_t j) {
+            xsimd::select(batch::load_unaligned(ap + j) > zero, batch::load_unaligned(dap + j), zero)
+                .store_unaligned(dyp + j);
+          },
+          [&](index_t j) { dyp[j] = ap[j] > T(0) ? dap[j] : T(0); });
     }
   });
 }
@@ -60,21 +61,24 @@ void bn_backward_reduce(tensor_view<const T> x, tensor_view<const T> dy, vector_
   bnff::detail::check_no_alias(where, "dbeta", dbeta, dy, "dy");
   parallel_for(x.c(), [&](index_t c) {
     using batch = xsimd::batch<T, Arch>;
-    constexpr index_t width = index_t(batch::size);
     const batch vmean(mean[c]);
     double s0 = 0, s1 = 0;
     for (index_t n = 0; n < x.n(); ++n) {
       const T* xp = x.plane_ptr(n, c);
       const T* dyp = dy.plane_ptr(n, c);
       batch a0(T(0)), a1(T(0));
-      index_t j = 0;
-      for (; j + width <= x.plane(); j += width) {
-        const batch d = batch::load_unaligned(dyp + j);
-        a0 += d;
-        a1 = xsimd::fma(d, batch::load_unaligned(xp + j) - vmean, a1);
-      }
       double t0 = 0, t1 = 0;
-      for (; j < x.plane(); ++j) t0 += double(dyp[j]), t1 += double(dyp[j]) * double(xp[j] - mean[c]);
+      fusion::detail::for_each_batch<T, Arch>(
+          x.plane(),
+          [&](index_t j) {
+            const batch d = batch::load_unaligned(dyp + j);
+            a0 += d;
+            a1 = xsimd::fma(d, batch::load_unaligned(xp + j) - vmean, a1);
+          },
+          [&](index_t j) {
+            t0 += double(dyp[j]);
+            t1 += double(dyp[j]) * double(xp[j] - mean[c]);
+          });
       s0 += double(xsimd::hadd(a0)) + t0;
       s1 += double(xsimd::hadd(a1)) + t1;
     }
