@@ -10,7 +10,8 @@
 //                     conv1x1-BN + identity + ReLU (fused: stats in epilogues, BN+ReLU in prologues,
 //                     backward reductions in epilogues; unfused: one sweep per step)
 // flops: the convolutions' problem flops (forward 1x, data + weight gradient 2x);
-// bytes: the minimum a step must move (each tensor read or written once).
+// bytes: the compulsory traffic of the problem, the same for every variant of a family
+// (every input read once, every output written once), as the other benchmark families count it.
 #include <cmath>
 #include <string>
 #include <vector>
@@ -130,7 +131,6 @@ void add_conv_families(const bench::options& o) {
                                           vv(d.ws));
       bench::set_counters(st, yb + wb + xb, fl);
     });
-    // With BN + ReLU before the conv: minimum = read dout, w, x; write dy.
     bench::add("conv_bwd_data", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
@@ -138,7 +138,7 @@ void add_conv_families(const bench::options& o) {
         bnff::conv2d_backward_data_bn_relu<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()),
                                                   ctv(d.x, d.xs()), cv(d.bn.scale), cv(d.bn.shift), cv(d.bn.mean),
                                                   tv(d.dy, d.xs()), d.pv(), vv(d.ws));
-      bench::set_counters(st, yb + wb + 2 * xb, fl);
+      bench::set_counters(st, yb + wb + xb, fl);
     });
     bench::add("conv_bwd_data", "unfused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -150,9 +150,8 @@ void add_conv_families(const bench::options& o) {
         unf::bn_backward_reduce<float>(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
                                        vv(d.dgamma), vv(d.dbeta));
       }
-      bench::set_counters(st, yb + wb + 2 * xb, fl);
+      bench::set_counters(st, yb + wb + xb, fl);
     });
-    // Minimum = read x (or a) and dout, write dw.
     bench::add("conv_bwd_weights", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
@@ -220,15 +219,14 @@ struct cpl_data {
   bnff::composite_layer_grads<float> grads() {
     return {tv(dw1, pb.conv1().filter_shape()), tv(dw2, pb.conv2().filter_shape()), vv(dg1), vv(db1), vv(dg2), vv(db2)};
   }
-  // Minimum traffic of the backward: read x, Y1, dout, weights; read and write dx (accumulated);
-  // write the weight gradients. Forward: read x, weights; write Y1, out.
+  // Backward: read dout, Y1, x, W1, W2; write dx, dW1, dW2. Step: read x, dout, W1, W2; write
+  // out, dx, dW1, dW2 (Y1 is internal to the step).
   double bwd_bytes() const {
-    return 4.0 * double(3 * pb.input_shape().size() + pb.bottleneck_shape().size() + pb.output_shape().size() +
+    return 4.0 * double(pb.output_shape().size() + pb.bottleneck_shape().size() + 2 * pb.input_shape().size() +
                         2 * (w1.size + w2.size));
   }
-  double fwd_bytes() const {
-    return 4.0 * double(pb.input_shape().size() + pb.bottleneck_shape().size() + pb.output_shape().size() + w1.size +
-                        w2.size);
+  double step_bytes() const {
+    return 4.0 * double(2 * pb.input_shape().size() + 2 * pb.output_shape().size() + 2 * (w1.size + w2.size));
   }
   double fwd_flops() const { return pb.conv1().flops() + pb.conv2().flops(); }
 };
@@ -250,7 +248,7 @@ void add_cpl(const bench::options& o) {
             layer.forward(d.xv(), {d.xst.data(), d.pb.c_in}, d.params(), eps, d.outv(), {d.outst.data(), d.pb.growth});
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
         }
-        bench::set_counters(st, d.bwd_bytes() + (step ? d.fwd_bytes() : 0.0), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
         st.counters["kept_MB"] = double(bnff::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
       bench::add(family, "unfused", l.name, [l, step](benchmark::State& st) {
@@ -262,7 +260,7 @@ void add_cpl(const bench::options& o) {
           if (step) layer.forward(d.xv(), d.params(), eps, d.outv());
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
         }
-        bench::set_counters(st, d.bwd_bytes() + (step ? d.fwd_bytes() : 0.0), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
         st.counters["kept_MB"] = double(unf::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
     }
@@ -419,12 +417,8 @@ struct bottleneck_data {
     add_identity_grad();
   }
 
-  // Forward: read x, write Y1, Y2, Y3, out. Backward: read dout, out, Y3, Y2, Y1, x; write dx;
-  // weights read twice and their gradients written.
-  double bytes() const {
-    return 4.0 * double(2 * xs.size() + 2 * ms.size() + xs.size() + xs.size() + 3 * xs.size() + 2 * ms.size() +
-                        3 * (w1.size + w2.size + w3.size));
-  }
+  // Read x, dout, W1..3; write out, dx, dW1..3.
+  double bytes() const { return 4.0 * double(4 * xs.size() + 2 * (w1.size + w2.size + w3.size)); }
   double flops() const { return 3 * (p1.flops() + p2.flops() + p3.flops()); }
 };
 
