@@ -1,0 +1,50 @@
+// bnff baseline: the per-channel mean as its own sweep over x, as a
+// conventional framework computes it before a separate variance sweep.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <array>
+#include <type_traits>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/sum_lanes.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff::unfused {
+
+namespace detail {
+
+template <class T>
+void batch_norm_mean_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
+  constexpr const char* where = "unfused::batch_norm_mean";
+  bnff::detail::check_planes(where, "x", x);
+  bnff::detail::check_channels(where, "mean", mean, x.c());
+  bnff::detail::check_disjoint(where, "mean", mean, "x", x);
+}
+
+template <class Arch, class T>
+void batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
+  const double m = double(x.n()) * double(x.plane());
+  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
+    std::array<double, 1> sum{0.0};
+    for (index_t n = 0; n < x.n(); ++n) {
+      const T* xp = x.plane_ptr(n, c);
+      simd::sum_lanes<1, T, Arch>(x.plane(), sum, [&](auto lanes, auto& acc) { acc[0] += lanes.load(xp, T(0)); });
+    }
+    mean[c] = T(sum[0] / m);
+  });
+}
+
+}  // namespace detail
+
+// mean[c] = sum(x[:, c]) / (N * H * W), summed in double per channel.
+template <class Arch = xsimd::default_arch, class T>
+void batch_norm_mean(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
+  detail::batch_norm_mean_check<T>(x, mean);
+  detail::batch_norm_mean_run<Arch, T>(x, mean);
+}
+
+}  // namespace bnff::unfused

@@ -1,0 +1,44 @@
+// bnff baseline: ReLU as its own sweep over the batch-norm output.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_activation.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff::unfused {
+
+namespace detail {
+
+template <class T>
+void relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
+  constexpr const char* where = "unfused::relu";
+  bnff::detail::check_planes(where, "y", y);
+  bnff::detail::check_like(where, "z", z, y.shape());
+  bnff::detail::check_in_place_or_disjoint(where, "z", z, "y", y);
+}
+
+template <class Arch, class T>
+void relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
+  bnff::detail::for_each_plane(y.n(), y.c(), y.plane(), [&](index_t n, index_t c) {
+    const T* yp = y.plane_ptr(n, c);
+    T* zp = z.plane_ptr(n, c);
+    simd::for_each_lanes<T, Arch>(y.plane(),
+                                  [&](auto lanes, auto) { lanes.store(zp, bn_relu::forward(lanes.load(yp))); });
+  });
+}
+
+}  // namespace detail
+
+// z = max(0, y). z may be exactly y (in place).
+template <class Arch = xsimd::default_arch, class T>
+void relu(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
+  detail::relu_check<T>(y, z);
+  detail::relu_run<Arch, T>(y, z);
+}
+
+}  // namespace bnff::unfused

@@ -1,0 +1,61 @@
+// bnff baseline: the per-channel biased variance as a second sweep over x,
+// given the mean from the first.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <array>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/sum_lanes.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff::unfused {
+
+namespace detail {
+
+template <class T>
+void batch_norm_variance_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                               vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
+  constexpr const char* where = "unfused::batch_norm_variance";
+  bnff::detail::check_planes(where, "x", x);
+  bnff::detail::check_channels(where, "mean", mean, x.c());
+  bnff::detail::check_channels(where, "var", var, x.c());
+  bnff::detail::check_disjoint(where, "var", var, "x", x);
+  bnff::detail::check_disjoint(where, "var", var, "mean", mean);
+}
+
+template <class Arch, class T>
+void batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                             vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
+  using batch = xsimd::batch<T, Arch>;
+  const double m = double(x.n()) * double(x.plane());
+  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
+    const T mean_c = mean[c];
+    const batch vmean(mean_c);
+    std::array<double, 1> sum{0.0};
+    for (index_t n = 0; n < x.n(); ++n) {
+      const T* xp = x.plane_ptr(n, c);
+      // Padded lanes load the mean: their deviation is 0.
+      simd::sum_lanes<1, T, Arch>(x.plane(), sum, [&](auto lanes, auto& acc) {
+        const batch d = lanes.load(xp, mean_c) - vmean;
+        acc[0] = xsimd::fma(d, d, acc[0]);
+      });
+    }
+    var[c] = T(sum[0] / m);
+  });
+}
+
+}  // namespace detail
+
+// var[c] = sum((x[:, c] - mean[c])^2) / (N * H * W), summed in double per channel.
+template <class Arch = xsimd::default_arch, class T>
+void batch_norm_variance(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                         vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
+  detail::batch_norm_variance_check<T>(x, mean, var);
+  detail::batch_norm_variance_run<Arch, T>(x, mean, var);
+}
+
+}  // namespace bnff::unfused
