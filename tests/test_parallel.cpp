@@ -4,7 +4,7 @@
 
 #include "bnff/parallel/parallel.hpp"
 
-TEST_CASE("split_range covers [0, total) in order, sizes differ by at most one", "[parallel]") {
+TEST_CASE("split_range covers 0..total in order, sizes differ by at most one", "[parallel]") {
   for (bnff::index_t total : {0, 1, 7, 64, 1001}) {
     for (bnff::index_t parts : {1, 2, 3, 16}) {
       bnff::index_t next = 0, lo = total, hi = 0;

@@ -58,7 +58,9 @@ inline void check_strides(const char* where, const shape4& s, const strides4& st
   for (int i = 0; i < 4; ++i) check_arg(str[i] > 0, where, names[i], "> 0", str[i]);
   std::array<int, 4> order{0, 1, 2, 3};
   std::sort(order.begin(), order.end(),
-            [&](int a, int b) { return str[a] != str[b] ? str[a] < str[b] : ext[a] < ext[b]; });
+            // On equal strides the inner dimension (w, then h, c, n) counts as the smaller,
+            // so the error names the outer one, which is usually the one set wrongly.
+            [&](int a, int b) { return str[a] != str[b] ? str[a] < str[b] : a > b; });
   index_t span = 1;  // elements covered by the dimensions already seen
   for (int i : order) {
     if (ext[i] == 1) continue;  // a dimension of extent 1 never steps

@@ -1,0 +1,159 @@
+// bnff: the convolution engine. Packs weights once, then for every (image, column
+// tile) task packs input blocks through a prologue, runs the blocked GEMM and hands
+// each finished output block to an epilogue while it is in cache.
+//
+//   Y_n[K x PQ] = W[K x CRS] * B_n[CRS x PQ],  B_n = im2col(prologue(X_n))
+//
+// 1x1 stride-1 convolutions read B_n straight from the input planes (no im2col);
+// other shapes build each block of B_n from the input rows it covers. Tasks are
+// fixed by the problem size; threads only pick which task to run, so outputs and
+// epilogue results are identical for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <xsimd/xsimd.hpp>
+
+#include "bnff/config.hpp"
+#include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/fusion/output_tile.hpp"
+#include "bnff/gemm/block_gemm.hpp"
+#include "bnff/parallel/parallel.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff {
+
+// How the engine cuts a forward problem; every size is a function of the problem alone.
+template <class T, class Arch = xsimd::default_arch>
+struct conv2d_plan {
+  using blk = gemm::blocking<T, Arch>;
+  conv2d_problem problem{};
+  index_t kdim = 0;   // C * R * S, the GEMM depth
+  index_t plane = 0;  // P * Q
+  index_t tile = 0;   // output columns per task: a multiple of nr, at most about nc_max
+  index_t tiles = 0;  // column tiles per image
+  index_t tasks = 0;  // images * tiles
+
+  explicit conv2d_plan(const conv2d_problem& pb) : problem(pb) {
+    kdim = pb.c * pb.r * pb.s;
+    plane = pb.p() * pb.q();
+    // Balanced tiles of at most about nc_max columns, rounded up to whole register tiles.
+    const index_t parts = gemm::ceil_div(plane, blk::nc_max);
+    tile = gemm::round_up(gemm::ceil_div(plane, parts), blk::nr);
+    tiles = gemm::ceil_div(plane, tile);
+    tasks = pb.n * tiles;
+  }
+
+  index_t packed_a_size() const noexcept {
+    return gemm::aligned_extent<T>(gemm::packed_a_size<T, Arch>(problem.k, kdim));
+  }
+  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(gemm::packed_b_size<T, Arch>(kdim, tile)); }
+  // Workspace elements for `threads` threads: packed weights plus one B block per thread.
+  index_t workspace_size(int threads) const noexcept { return packed_a_size() + index_t(threads) * packed_b_size(); }
+};
+
+namespace detail {
+
+// Rows of B are input channels; a block is a copy (through the prologue) of runs of input planes.
+template <class T, class Arch, class Prologue>
+struct pointwise_packer {
+  const T* x;   // image n, channel 0, column col0
+  index_t ldx;  // channel stride
+  index_t cols;
+  const Prologue& prologue;
+
+  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
+    constexpr index_t ahead = 8;  // rows prefetched ahead: short runs defeat the hardware prefetcher
+    for (index_t k = 0; k < kcount; ++k) {
+      const index_t c = k0 + k;
+      if (k + ahead < kcount) {
+        const char* p = reinterpret_cast<const char*>(x + (c + ahead) * ldx);
+        for (index_t b = 0; b < index_t(cols * sizeof(T)); b += 64) __builtin_prefetch(p + b, 0, 3);
+      }
+      prologue.template transform<Arch>(c, x + c * ldx, bp + k * ldb, cols);
+    }
+  }
+};
+
+// Rows of B are (c, r, s) triples; column j is output position col0 + j. Each row is
+// built output row by output row: zeros where the filter tap falls in the padding,
+// the prologue's transform of the input row elsewhere (a contiguous run at stride 1).
+template <class T, class Arch, class Prologue>
+struct im2col_packer {
+  const T* x;        // image n, channel 0
+  index_t ldx, ldh;  // channel and row strides of the input
+  const conv2d_problem& pb;
+  index_t col0, cols;
+  const Prologue& prologue;
+
+  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
+    const index_t q_extent = pb.q(), rs = pb.r * pb.s;
+    for (index_t k = 0; k < kcount; ++k) {
+      const index_t kk = k0 + k, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
+      const T* xc = x + c * ldx;
+      T* dst = bp + k * ldb;
+      index_t j = 0;
+      while (j < cols) {
+        const index_t pos = col0 + j, p = pos / q_extent, q0 = pos % q_extent;
+        const index_t run = std::min(cols - j, q_extent - q0);  // columns left in this output row
+        T* d = dst + j;
+        const index_t ih = p * pb.stride - pb.pad + r;
+        if (ih < 0 || ih >= pb.h) {
+          std::fill(d, d + run, T(0));
+        } else {
+          // Output columns q in [q0, q0 + run) read iw = q * stride - pad + s; valid where 0 <= iw < w.
+          const index_t off = s - pb.pad;
+          index_t qlo = off >= 0 ? 0 : (-off + pb.stride - 1) / pb.stride;
+          index_t qhi = (pb.w - 1 - off) >= 0 ? (pb.w - 1 - off) / pb.stride + 1 : 0;
+          qlo = std::clamp(qlo, q0, q0 + run);
+          qhi = std::clamp(qhi, qlo, q0 + run);
+          std::fill(d, d + (qlo - q0), T(0));
+          const T* row = xc + ih * ldh;
+          if (pb.stride == 1) {
+            prologue.template transform<Arch>(c, row + qlo + off, d + (qlo - q0), qhi - qlo);
+          } else {
+            for (index_t q = qlo; q < qhi; ++q) d[q - q0] = prologue(c, row[q * pb.stride + off]);
+          }
+          std::fill(d + (qhi - q0), d + run, T(0));
+        }
+        j += run;
+      }
+    }
+  }
+};
+
+// The engine itself; arguments are assumed valid (the public operations check them).
+// Epilogue receives every output_tile<T> once, from the task that owns it.
+template <class T, class Arch, class Prologue, class Epilogue>
+void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<const T>& x, const tensor_view<const T>& w,
+                        const tensor_view<T>& y, const Prologue& prologue, const Epilogue& epilogue, T* workspace) {
+  const conv2d_problem& pb = plan.problem;
+  const index_t kdim = plan.kdim, rs = pb.r * pb.s;
+  T* ap = gemm::align_pointer(workspace);
+  gemm::pack_a<T, Arch>(
+      pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
+  const bool pointwise = pb.is_pointwise();
+  T* b_base = workspace + plan.packed_a_size();
+  parallel_region([&](int thread, int threads) {
+    T* bp = gemm::align_pointer(b_base + index_t(thread) * plan.packed_b_size());
+    for (index_t task = thread; task < plan.tasks; task += threads) {
+      const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;
+      const index_t cols = std::min(plan.tile, plan.plane - col0);
+      T* c = y.plane_ptr(n, 0) + col0;
+      const index_t ldc = y.strides().c;
+      auto finish = [&](index_t row0, index_t rows) {
+        epilogue(output_tile<T>{c + row0 * ldc, ldc, n, row0, rows, col0, cols});
+      };
+      if (pointwise) {
+        pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + col0, x.strides().c, cols, prologue};
+        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish);
+      } else {
+        im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, col0, cols,
+                                                prologue};
+        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish);
+      }
+    }
+  });
+}
+
+}  // namespace detail
+}  // namespace bnff

@@ -1,0 +1,289 @@
+// The fused convolution forward operations against the composition of the naive
+// double reference steps, and against the unfused float path.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
+#include "bnff/ops/conv2d_forward.hpp"
+#include "bnff/ops/conv2d_forward_stats.hpp"
+#include "bnff/ops/unfused/conv_bn_relu_unfused.hpp"
+#include "support/random.hpp"
+#include "support/reference.hpp"
+
+namespace {
+
+using bnff::conv2d_problem;
+using bnff::index_t;
+using bnff::moments;
+using bnff::shape4;
+using bnff::tensor_view;
+using bnff::vector_view;
+
+enum class op { conv, conv_bias, conv_stats, bn_relu_conv_stats };
+
+// One fused-forward check: builds inputs (optionally as channel slices of larger
+// buffers), runs the operation into a NaN-filled output, and compares with the
+// double reference, the statistics contract and the unfused path.
+template <class T>
+struct conv_tester {
+  conv2d_problem pb;
+  op kind = op::conv;
+  index_t x_pad_c = 0, y_pad_c = 0;  // extra channels around the slice (0: packed tensors)
+
+  conv_tester& problem(const conv2d_problem& p) { return pb = p, *this; }
+  conv_tester& operation(op o) { return kind = o, *this; }
+  conv_tester& sliced(index_t xc, index_t yc) { return x_pad_c = xc, y_pad_c = yc, *this; }
+
+  struct result {
+    std::vector<T> ybuf;
+    std::vector<moments> partials;
+  };
+
+  // Inputs, fixed by the problem and seeds.
+  std::vector<double> x, w, bias, gamma, beta;
+  std::vector<T> xbuf, wf, bf, scale, shift;
+
+  shape4 xbuf_shape() const { return {pb.n, pb.c + 2 * x_pad_c, pb.h, pb.w}; }
+  shape4 ybuf_shape() const { return {pb.n, pb.k + 2 * y_pad_c, pb.p(), pb.q()}; }
+
+  void make_inputs() {
+    const shape4 xs = pb.input_shape();
+    x = bnff::test::random_vector(std::size_t(xs.size()), 11, -1.0, 2.0);
+    w = bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 12);
+    bias = bnff::test::random_vector(std::size_t(pb.k), 13);
+    gamma = bnff::test::random_vector(std::size_t(pb.c), 14, 0.5, 1.5);
+    beta = bnff::test::random_vector(std::size_t(pb.c), 15, -0.5, 0.5);
+    // x stored in the middle channels of a larger buffer (its other channels NaN: never read).
+    xbuf.assign(std::size_t(xbuf_shape().size()), std::numeric_limits<T>::quiet_NaN());
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < xs.plane(); ++i)
+          xbuf[std::size_t(((n * (pb.c + 2 * x_pad_c)) + c + x_pad_c) * xs.plane() + i)] =
+              T(x[std::size_t((n * pb.c + c) * xs.plane() + i)]);
+    // The reference sees exactly the values the kernel sees.
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < xs.plane(); ++i)
+          x[std::size_t((n * pb.c + c) * xs.plane() + i)] =
+              double(xbuf[std::size_t(((n * (pb.c + 2 * x_pad_c)) + c + x_pad_c) * xs.plane() + i)]);
+    wf = bnff::test::cast_vector<T>(w);
+    w = std::vector<double>(wf.begin(), wf.end());
+    bf = bnff::test::cast_vector<T>(bias);
+    bias = std::vector<double>(bf.begin(), bf.end());
+    // BN of x with its batch statistics: scale = gamma * invstd, shift = beta - mean * scale.
+    const auto st = bnff::ref::batch_stats(xs, x);
+    scale.resize(std::size_t(pb.c));
+    shift.resize(std::size_t(pb.c));
+    for (std::size_t c = 0; c < std::size_t(pb.c); ++c) {
+      const double invstd = 1.0 / std::sqrt(st.var[c] + 1e-5);
+      scale[c] = T(gamma[c] * invstd);
+      shift[c] = T(beta[c] - st.mean[c] * gamma[c] * invstd);
+    }
+  }
+
+  tensor_view<const T> xview() const { return tensor_view<const T>(xbuf.data(), xbuf_shape()).channels(x_pad_c, pb.c); }
+
+  result run_fused() const {
+    result r;
+    r.ybuf.assign(std::size_t(ybuf_shape().size()), std::numeric_limits<T>::quiet_NaN());
+    const auto y = tensor_view<T>(r.ybuf.data(), ybuf_shape()).channels(y_pad_c, pb.k);
+    const tensor_view<const T> wv(wf.data(), pb.filter_shape());
+    const auto part = bnff::conv2d_stats_partition<T>(pb);
+    r.partials.assign(std::size_t(part.size()), moments{-1, -1, -1});
+    vector_view<moments> pv(r.partials.data(), index_t(r.partials.size()));
+    switch (kind) {
+      case op::conv:
+        bnff::conv2d_forward<T>(pb, xview(), wv, {}, y);
+        break;
+      case op::conv_bias:
+        bnff::conv2d_forward<T>(pb, xview(), wv, vector_view<const T>(bf.data(), pb.k), y);
+        break;
+      case op::conv_stats:
+        bnff::conv2d_forward_stats<T>(pb, xview(), wv, y, pv);
+        break;
+      case op::bn_relu_conv_stats:
+        bnff::bn_relu_conv2d_forward_stats<T>(pb, xview(), vector_view<const T>(scale.data(), pb.c),
+                                              vector_view<const T>(shift.data(), pb.c), wv, y, pv);
+        break;
+    }
+    return r;
+  }
+
+  // The input the convolution sees, in double: x, or relu(bn_normalize(x)); and a bound on
+  // its elements' magnitude before rounding (for the error bound).
+  std::vector<double> conv_input(std::vector<double>& mag) const {
+    const shape4 xs = pb.input_shape();
+    mag.resize(x.size());
+    if (kind != op::bn_relu_conv_stats) {
+      for (std::size_t i = 0; i < x.size(); ++i) mag[i] = std::abs(x[i]);
+      return x;
+    }
+    // bn_normalize with mean/var chosen so that it computes x * scale + shift exactly as given:
+    // mean = -shift / scale, invstd * gamma = scale with gamma = scale, var = 1 - eps.
+    std::vector<double> mean(std::size_t(pb.c)), var(std::size_t(pb.c), 1.0 - 1e-5), g(std::size_t(pb.c)),
+        b(std::size_t(pb.c), 0.0);
+    for (std::size_t c = 0; c < std::size_t(pb.c); ++c) {
+      g[c] = double(scale[c]);
+      mean[c] = -double(shift[c]) / double(scale[c]);
+    }
+    const auto a = bnff::ref::relu(bnff::ref::bn_normalize(xs, x, mean, var, g, b, 1e-5));
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < xs.plane(); ++i) {
+          const auto j = std::size_t((n * pb.c + c) * xs.plane() + i);
+          mag[j] = std::abs(x[j] * double(scale[std::size_t(c)])) + std::abs(double(shift[std::size_t(c)]));
+        }
+    return a;
+  }
+
+  void run() {
+    make_inputs();
+    const result r = run_fused();
+    const shape4 ys = pb.output_shape(), yb = ybuf_shape();
+    std::vector<double> mag;
+    const auto a = conv_input(mag);
+    const auto ref = bnff::ref::conv2d_forward(pb, a, w, kind == op::conv_bias ? &bias : nullptr);
+    std::vector<double> wabs(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) wabs[i] = std::abs(w[i]);
+    const auto bound = bnff::ref::conv2d_forward(pb, mag, wabs);
+    // Error of a k-term float dot product (k = C*R*S, plus one rounding of the prologue and one
+    // of the bias): (k + 2) * u * sum |a||w| + u * |bias|, doubled for margin.
+    const double u = std::numeric_limits<T>::epsilon() / 2, kdim = double(pb.c * pb.r * pb.s);
+    std::vector<double> y(std::size_t(ys.size()));
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t k = 0; k < yb.c; ++k)
+        for (index_t i = 0; i < ys.plane(); ++i) {
+          const double got = double(r.ybuf[std::size_t((n * yb.c + k) * ys.plane() + i)]);
+          const index_t kk = k - y_pad_c;
+          if (kk < 0 || kk >= pb.k) {
+            REQUIRE(std::isnan(got));  // channels outside the output slice untouched
+            continue;
+          }
+          const auto j = std::size_t((n * pb.k + kk) * ys.plane() + i);
+          y[j] = got;
+          const double tol =
+              2 * ((kdim + 2) * u * bound[j] + u * std::abs(kind == op::conv_bias ? bias[std::size_t(kk)] : 0.0)) +
+              1e-300;
+          if (!(std::abs(got - ref[j]) <= tol)) {
+            FAIL("y(" << n << ", " << kk << ", " << i << ") = " << got << ", reference " << ref[j] << ", tol " << tol);
+          }
+        }
+    if (kind == op::conv_stats || kind == op::bn_relu_conv_stats) check_stats(r, y, ref, bound);
+  }
+
+  void check_stats(const result& r, const std::vector<double>& y, const std::vector<double>& ref,
+                   const std::vector<double>& bound) const {
+    const shape4 ys = pb.output_shape(), yb = ybuf_shape();
+    const auto part = bnff::conv2d_stats_partition<T>(pb);
+    // Bitwise: block_moments over the finished output with the same partition.
+    const auto yv = tensor_view<const T>(r.ybuf.data(), yb).channels(y_pad_c, pb.k);
+    for (index_t k = 0; k < pb.k; ++k)
+      for (index_t n = 0; n < pb.n; ++n)
+        for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
+          const moments m =
+              bnff::block_moments(yv.plane_ptr(n, k) + part.block_begin(b), part.block_end(b) - part.block_begin(b));
+          const moments& e = r.partials[std::size_t(part.slot(k, n, b))];
+          REQUIRE(std::memcmp(&m, &e, sizeof(moments)) == 0);
+        }
+    // Merged, against the reference statistics of the reference output: the output itself is
+    // off by at most tol_max per element, so the mean by tol_max and the variance by about
+    // 2 * std * tol_max (plus rounding of the double merge, far smaller).
+    const auto st = bnff::ref::batch_stats(ys, ref);
+    const double u = std::numeric_limits<T>::epsilon() / 2, kdim = double(pb.c * pb.r * pb.s);
+    double bmax = 0;
+    for (double v : bound) bmax = std::max(bmax, v);
+    const double tol = 2 * (kdim + 2) * u * bmax + 1e-12;
+    for (index_t k = 0; k < pb.k; ++k) {
+      const moments m = bnff::merge_channel(part, r.partials.data(), k);
+      REQUIRE(m.count == double(pb.n * ys.plane()));
+      REQUIRE(std::abs(m.mean - st.mean[std::size_t(k)]) <= tol);
+      REQUIRE(std::abs(m.variance() - st.var[std::size_t(k)]) <=
+              2 * std::sqrt(st.var[std::size_t(k)]) * tol + tol * tol + 1e-12);
+    }
+    (void)y;
+  }
+};
+
+std::vector<conv2d_problem> sweep() {
+  std::vector<conv2d_problem> out;
+  // n, c, h, w, k, r, s, pad, stride
+  for (index_t c : {1, 3, 15, 16, 17, 33}) out.push_back({1, c, 5, 7, 17, 1, 1, 0, 1});
+  for (index_t k : {1, 3, 16, 33}) out.push_back({3, 16, 7, 5, k, 1, 1, 0, 1});
+  out.push_back({3, 15, 7, 9, 16, 3, 3, 1, 1});
+  out.push_back({1, 3, 9, 7, 17, 3, 3, 1, 2});
+  out.push_back({3, 17, 6, 5, 3, 3, 3, 0, 1});
+  out.push_back({1, 33, 5, 5, 8, 3, 3, 1, 1});    // C*R*S = 297 > kc: two depth blocks
+  out.push_back({1, 3, 11, 13, 16, 7, 7, 3, 2});  // the stem: 7x7 stride 2 pad 3
+  out.push_back({3, 16, 7, 9, 15, 1, 1, 0, 2});   // strided 1x1: the im2col path
+  out.push_back({1, 1, 27, 25, 3, 3, 3, 1, 1});   // P*Q = 675: several column tiles
+  out.push_back({1, 4, 40, 41, 9, 1, 1, 0, 1});   // pointwise with several column tiles
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_forward matches the double reference", "[conv]") {
+  for (const auto& pb : sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " pad"
+                     << pb.pad << " stride" << pb.stride);
+    conv_tester<float>().problem(pb).operation(op::conv).run();
+    conv_tester<float>().problem(pb).operation(op::conv_bias).sliced(2, 1).run();
+  }
+}
+
+TEST_CASE("conv2d_forward_stats: output and epilogue statistics", "[conv]") {
+  for (const auto& pb : sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " pad"
+                     << pb.pad << " stride" << pb.stride);
+    conv_tester<float>().problem(pb).operation(op::conv_stats).sliced(0, 3).run();
+  }
+}
+
+TEST_CASE("bn_relu_conv2d_forward_stats: prologue, output and statistics", "[conv]") {
+  for (const auto& pb : sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " pad"
+                     << pb.pad << " stride" << pb.stride);
+    conv_tester<float>().problem(pb).operation(op::bn_relu_conv_stats).run();
+    conv_tester<float>().problem(pb).operation(op::bn_relu_conv_stats).sliced(1, 2).run();
+  }
+}
+
+TEST_CASE("conv forward in double", "[conv]") {
+  conv_tester<double>().problem({3, 17, 7, 5, 9, 3, 3, 1, 1}).operation(op::bn_relu_conv_stats).sliced(1, 1).run();
+  conv_tester<double>().problem({1, 5, 9, 9, 17, 1, 1, 0, 1}).operation(op::conv_bias).run();
+}
+
+TEST_CASE("fused forward equals the unfused passes and is thread-count independent", "[conv]") {
+  for (const conv2d_problem& pb :
+       {conv2d_problem{3, 17, 30, 29, 16, 1, 1, 0, 1}, conv2d_problem{2, 9, 23, 24, 7, 3, 3, 1, 1}}) {
+    conv_tester<float> t;
+    t.problem(pb).operation(op::bn_relu_conv_stats);
+    t.make_inputs();
+    bnff::set_num_threads(1);
+    const auto r1 = t.run_fused();
+    bnff::set_num_threads(2);
+    const auto r2 = t.run_fused();
+    REQUIRE(r1.ybuf.size() == r2.ybuf.size());
+    REQUIRE(std::memcmp(r1.ybuf.data(), r2.ybuf.data(), r1.ybuf.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(r1.partials.data(), r2.partials.data(), r1.partials.size() * sizeof(moments)) == 0);
+
+    // Unfused: apply pass, ReLU pass, conv, statistics pass. The prologue and the apply pass
+    // compute the same fma and max, and the engine is the same, so the results are identical.
+    const shape4 xs = pb.input_shape(), ys = pb.output_shape();
+    std::vector<float> z(std::size_t(xs.size())), y(std::size_t(ys.size()), std::nanf(""));
+    const auto part = bnff::conv2d_stats_partition<float>(pb);
+    std::vector<moments> partials(std::size_t(part.size()));
+    std::vector<float> ws(std::size_t(bnff::conv2d_forward_workspace_size<float>(pb)));
+    bnff::unfused::bn_relu_conv2d_forward_stats<float>(
+        pb, t.xview(), vector_view<const float>(t.scale.data(), pb.c), vector_view<const float>(t.shift.data(), pb.c),
+        tensor_view<const float>(t.wf.data(), pb.filter_shape()), tensor_view<float>(y.data(), ys),
+        vector_view<moments>(partials.data(), index_t(partials.size())), tensor_view<float>(z.data(), xs),
+        vector_view<float>(ws.data(), index_t(ws.size())));
+    REQUIRE(std::memcmp(y.data(), r1.ybuf.data(), y.size() * sizeof(float)) == 0);
+    REQUIRE(std::memcmp(partials.data(), r1.partials.data(), partials.size() * sizeof(moments)) == 0);
+  }
+}

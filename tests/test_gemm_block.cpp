@@ -1,0 +1,81 @@
+// The blocked GEMM driver and its microkernel against a naive double product,
+// for sizes around the register tile (mr, nr) and the depth block (kc).
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "bnff/gemm/block_gemm.hpp"
+#include "support/random.hpp"
+
+namespace {
+
+using bnff::index_t;
+
+template <class T>
+struct matrix_packer {
+  const T* b;
+  index_t ldb_src;
+  index_t cols;
+  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
+    for (index_t k = 0; k < kcount; ++k)
+      for (index_t j = 0; j < cols; ++j) bp[k * ldb + j] = b[(k0 + k) * ldb_src + j];
+  }
+};
+
+template <class T>
+void check_gemm(index_t m, index_t kdim, index_t cols) {
+  using arch = xsimd::default_arch;
+  const auto a = bnff::test::random_vector(std::size_t(m * kdim), 1);
+  const auto b = bnff::test::random_vector(std::size_t(kdim * cols), 2);
+  const auto af = bnff::test::cast_vector<T>(a), bf = bnff::test::cast_vector<T>(b);
+  std::vector<T> ap(std::size_t(bnff::gemm::aligned_extent<T>(bnff::gemm::packed_a_size<T, arch>(m, kdim))));
+  std::vector<T> bp(std::size_t(bnff::gemm::aligned_extent<T>(bnff::gemm::packed_b_size<T, arch>(kdim, cols))));
+  T* apa = bnff::gemm::align_pointer(ap.data());
+  bnff::gemm::pack_a<T, arch>(
+      m, kdim, [&](index_t i, index_t k) { return af[std::size_t(i * kdim + k)]; }, apa);
+  const index_t ldc = cols + 3;  // a row stride that is not a multiple of the vector width
+  std::vector<T> c(std::size_t(m * ldc), std::numeric_limits<T>::quiet_NaN());
+  matrix_packer<T> packer{bf.data(), cols, cols};
+  std::vector<index_t> finished(std::size_t(m), 0);
+  bnff::gemm::gemm_tile<T, arch>(m, kdim, apa, packer, bnff::gemm::align_pointer(bp.data()), c.data(), ldc, cols,
+                                 [&](index_t r0, index_t rows) {
+                                   for (index_t i = r0; i < r0 + rows; ++i) ++finished[std::size_t(i)];
+                                 });
+  // Error bound of a k-term dot product: k * u * sum |a||b|, with a factor 2 of margin.
+  const double u = std::numeric_limits<T>::epsilon() / 2;
+  for (index_t i = 0; i < m; ++i) {
+    CHECK(finished[std::size_t(i)] == 1);
+    for (index_t j = 0; j < cols; ++j) {
+      double ref = 0, mag = 0;
+      for (index_t k = 0; k < kdim; ++k) {
+        ref += af[std::size_t(i * kdim + k)] * double(bf[std::size_t(k * cols + j)]);
+        mag += std::abs(af[std::size_t(i * kdim + k)] * double(bf[std::size_t(k * cols + j)]));
+      }
+      const double got = c[std::size_t(i * ldc + j)];
+      if (!(std::abs(got - ref) <= 2 * double(kdim) * u * mag)) {
+        FAIL_CHECK("m " << m << " k " << kdim << " cols " << cols << " at (" << i << ", " << j << "): " << got << " vs "
+                        << ref);
+        return;
+      }
+    }
+    for (index_t j = cols; j < ldc; ++j) REQUIRE(std::isnan(c[std::size_t(i * ldc + j)]));  // padding untouched
+  }
+}
+
+}  // namespace
+
+TEST_CASE("gemm_tile matches a double product around the tile sizes", "[gemm]") {
+  using blk = bnff::gemm::blocking<float>;
+  for (index_t m :
+       {index_t(1), index_t(blk::mr - 1), index_t(blk::mr), index_t(blk::mr + 1), index_t(33), index_t(blk::mc + 3)})
+    for (index_t kdim : {index_t(1), index_t(17), index_t(blk::kc), index_t(blk::kc + 5)})
+      for (index_t cols : {index_t(1), index_t(blk::nr - 1), index_t(blk::nr), index_t(2 * blk::nr + 7)})
+        check_gemm<float>(m, kdim, cols);
+}
+
+TEST_CASE("gemm_tile in double", "[gemm]") {
+  check_gemm<double>(13, 300, 37);
+  check_gemm<double>(8, 5, 24);
+}
