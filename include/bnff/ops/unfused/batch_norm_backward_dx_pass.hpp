@@ -9,18 +9,14 @@
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void batch_norm_backward_dx_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                                  tensor_view<const bnff::detail::nondeduced_t<T>> dy,
-                                  vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                                  vector_view<const bnff::detail::nondeduced_t<T>> invstd,
-                                  vector_view<const bnff::detail::nondeduced_t<T>> gamma,
-                                  vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
-                                  vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+void unfused_batch_norm_backward_dx_check(
+    tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+    vector_view<const bnff::detail::nondeduced_t<T>> gamma, vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
   constexpr const char* where = "unfused::batch_norm_backward_dx";
   bnff::detail::check_planes(where, "x", x);
   bnff::detail::check_like(where, "dy", dy, x.shape());
@@ -34,13 +30,11 @@ void batch_norm_backward_dx_check(tensor_view<const bnff::detail::nondeduced_t<T
 }
 
 template <class Arch, class T>
-void batch_norm_backward_dx_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                                tensor_view<const bnff::detail::nondeduced_t<T>> dy,
-                                vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                                vector_view<const bnff::detail::nondeduced_t<T>> invstd,
-                                vector_view<const bnff::detail::nondeduced_t<T>> gamma,
-                                vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
-                                vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+void unfused_batch_norm_backward_dx_run(
+    tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+    vector_view<const bnff::detail::nondeduced_t<T>> gamma, vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
   bnff::detail::for_each_plane(x.n(), x.c(), x.plane(), [&](index_t n, index_t c) {
@@ -57,7 +51,9 @@ void batch_norm_backward_dx_run(tensor_view<const bnff::detail::nondeduced_t<T>>
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // dx = gamma * invstd * (dy - sum_dy / m - xhat * sum_dy_xhat / m),
 // xhat = (x - mean) * invstd, m = N * H * W. dx may be exactly dy (in place).
@@ -69,8 +65,8 @@ void batch_norm_backward_dx(tensor_view<const bnff::detail::nondeduced_t<T>> x,
                             vector_view<const bnff::detail::nondeduced_t<T>> gamma,
                             vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
                             vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
-  detail::batch_norm_backward_dx_check<T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
-  detail::batch_norm_backward_dx_run<Arch, T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+  bnff::detail::unfused_batch_norm_backward_dx_check<T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+  bnff::detail::unfused_batch_norm_backward_dx_run<Arch, T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
 }
 
 }  // namespace bnff::unfused

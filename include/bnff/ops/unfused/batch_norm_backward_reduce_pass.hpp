@@ -12,16 +12,14 @@
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void batch_norm_backward_reduce_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                                      tensor_view<const bnff::detail::nondeduced_t<T>> dy,
-                                      vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                                      vector_view<const bnff::detail::nondeduced_t<T>> invstd, vector_view<T> sum_dy,
-                                      vector_view<T> sum_dy_xhat) {
+void unfused_batch_norm_backward_reduce_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                              tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                              vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                              vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                                              vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   constexpr const char* where = "unfused::batch_norm_backward_reduce";
   bnff::detail::check_planes(where, "x", x);
   bnff::detail::check_like(where, "dy", dy, x.shape());
@@ -41,11 +39,11 @@ void batch_norm_backward_reduce_check(tensor_view<const bnff::detail::nondeduced
 }
 
 template <class Arch, class T>
-void batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                                    tensor_view<const bnff::detail::nondeduced_t<T>> dy,
-                                    vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                                    vector_view<const bnff::detail::nondeduced_t<T>> invstd, vector_view<T> sum_dy,
-                                    vector_view<T> sum_dy_xhat) {
+void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                            tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                            vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                            vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                                            vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   using batch = xsimd::batch<T, Arch>;
   bnff::detail::for_each_channel(x.c(), [&](index_t c) {
     const T mean_c = mean[c];
@@ -65,7 +63,9 @@ void batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nondeduced_t
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // sum_dy[c] = sum(dy[:, c]),  sum_dy_xhat[c] = sum(dy * (x - mean[c])) * invstd[c]
 // (dbeta and dgamma), in double per channel.
@@ -75,8 +75,8 @@ void batch_norm_backward_reduce(tensor_view<const bnff::detail::nondeduced_t<T>>
                                 vector_view<const bnff::detail::nondeduced_t<T>> mean,
                                 vector_view<const bnff::detail::nondeduced_t<T>> invstd, vector_view<T> sum_dy,
                                 vector_view<T> sum_dy_xhat) {
-  detail::batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
-  detail::batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
 }
 
 }  // namespace bnff::unfused

@@ -13,12 +13,10 @@
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void batch_norm_mean_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
+void unfused_batch_norm_mean_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
   constexpr const char* where = "unfused::batch_norm_mean";
   bnff::detail::check_planes(where, "x", x);
   bnff::detail::check_channels(where, "mean", mean, x.c());
@@ -26,7 +24,7 @@ void batch_norm_mean_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, v
 }
 
 template <class Arch, class T>
-void batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
+void unfused_batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
   const double m = double(x.n()) * double(x.plane());
   bnff::detail::for_each_channel(x.c(), [&](index_t c) {
     std::array<double, 1> sum{0.0};
@@ -38,13 +36,15 @@ void batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vec
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // mean[c] = sum(x[:, c]) / (N * H * W), summed in double per channel.
 template <class Arch = xsimd::default_arch, class T>
 void batch_norm_mean(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
-  detail::batch_norm_mean_check<T>(x, mean);
-  detail::batch_norm_mean_run<Arch, T>(x, mean);
+  bnff::detail::unfused_batch_norm_mean_check<T>(x, mean);
+  bnff::detail::unfused_batch_norm_mean_run<Arch, T>(x, mean);
 }
 
 }  // namespace bnff::unfused

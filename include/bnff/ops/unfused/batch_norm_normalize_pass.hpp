@@ -11,16 +11,14 @@
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void batch_norm_normalize_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<T> y,
-                                vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                                vector_view<const bnff::detail::nondeduced_t<T>> var,
-                                vector_view<const bnff::detail::nondeduced_t<T>> gamma,
-                                vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
+void unfused_batch_norm_normalize_check(tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<T> y,
+                                        vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                        vector_view<const bnff::detail::nondeduced_t<T>> var,
+                                        vector_view<const bnff::detail::nondeduced_t<T>> gamma,
+                                        vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
   constexpr const char* where = "unfused::batch_norm_normalize";
   bnff::detail::check_planes(where, "x", x);
   bnff::detail::check_like(where, "y", y, x.shape());
@@ -36,11 +34,11 @@ void batch_norm_normalize_check(tensor_view<const bnff::detail::nondeduced_t<T>>
 }
 
 template <class Arch, class T>
-void batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<T> y,
-                              vector_view<const bnff::detail::nondeduced_t<T>> mean,
-                              vector_view<const bnff::detail::nondeduced_t<T>> var,
-                              vector_view<const bnff::detail::nondeduced_t<T>> gamma,
-                              vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
+void unfused_batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<T> y,
+                                      vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                      vector_view<const bnff::detail::nondeduced_t<T>> var,
+                                      vector_view<const bnff::detail::nondeduced_t<T>> gamma,
+                                      vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
   using batch = xsimd::batch<T, Arch>;
   bnff::detail::for_each_plane(x.n(), x.c(), x.plane(), [&](index_t n, index_t c) {
     const T* xp = x.plane_ptr(n, c);
@@ -51,7 +49,9 @@ void batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced_t<T>> x
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // y = (x - mean[c]) / sqrt(var[c] + eps) * gamma[c] + beta[c]. y may be exactly x.
 template <class Arch = xsimd::default_arch, class T>
@@ -60,8 +60,8 @@ void batch_norm_normalize(tensor_view<const bnff::detail::nondeduced_t<T>> x, te
                           vector_view<const bnff::detail::nondeduced_t<T>> var,
                           vector_view<const bnff::detail::nondeduced_t<T>> gamma,
                           vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
-  detail::batch_norm_normalize_check<T>(x, y, mean, var, gamma, beta, eps);
-  detail::batch_norm_normalize_run<Arch, T>(x, y, mean, var, gamma, beta, eps);
+  bnff::detail::unfused_batch_norm_normalize_check<T>(x, y, mean, var, gamma, beta, eps);
+  bnff::detail::unfused_batch_norm_normalize_run<Arch, T>(x, y, mean, var, gamma, beta, eps);
 }
 
 }  // namespace bnff::unfused

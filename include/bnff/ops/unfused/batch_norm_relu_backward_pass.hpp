@@ -11,13 +11,11 @@
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void relu_backward_check(tensor_view<const bnff::detail::nondeduced_t<T>> y,
-                         tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
+void unfused_relu_backward_check(tensor_view<const bnff::detail::nondeduced_t<T>> y,
+                                 tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
   constexpr const char* where = "unfused::relu_backward";
   bnff::detail::check_planes(where, "y", y);
   bnff::detail::check_like(where, "dz", dz, y.shape());
@@ -27,8 +25,8 @@ void relu_backward_check(tensor_view<const bnff::detail::nondeduced_t<T>> y,
 }
 
 template <class Arch, class T>
-void relu_backward_run(tensor_view<const bnff::detail::nondeduced_t<T>> y,
-                       tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
+void unfused_relu_backward_run(tensor_view<const bnff::detail::nondeduced_t<T>> y,
+                               tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
   bnff::detail::for_each_plane(y.n(), y.c(), y.plane(), [&](index_t n, index_t c) {
     const T* yp = y.plane_ptr(n, c);
     const T* dzp = dz.plane_ptr(n, c);
@@ -38,15 +36,17 @@ void relu_backward_run(tensor_view<const bnff::detail::nondeduced_t<T>> y,
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // dy = dz * [y > 0], with y the stored batch-norm output (the ReLU input).
 // dy may be exactly dz (in place), and must not overlap y.
 template <class Arch = xsimd::default_arch, class T>
 void relu_backward(tensor_view<const bnff::detail::nondeduced_t<T>> y,
                    tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
-  detail::relu_backward_check<T>(y, dz, dy);
-  detail::relu_backward_run<Arch, T>(y, dz, dy);
+  bnff::detail::unfused_relu_backward_check<T>(y, dz, dy);
+  bnff::detail::unfused_relu_backward_run<Arch, T>(y, dz, dy);
 }
 
 }  // namespace bnff::unfused

@@ -10,12 +10,10 @@
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
+void unfused_relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
   constexpr const char* where = "unfused::relu";
   bnff::detail::check_planes(where, "y", y);
   bnff::detail::check_like(where, "z", z, y.shape());
@@ -23,7 +21,7 @@ void relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<
 }
 
 template <class Arch, class T>
-void relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
+void unfused_relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
   bnff::detail::for_each_plane(y.n(), y.c(), y.plane(), [&](index_t n, index_t c) {
     const T* yp = y.plane_ptr(n, c);
     T* zp = z.plane_ptr(n, c);
@@ -32,13 +30,15 @@ void relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T>
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // z = max(0, y). z may be exactly y (in place).
 template <class Arch = xsimd::default_arch, class T>
 void relu(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
-  detail::relu_check<T>(y, z);
-  detail::relu_run<Arch, T>(y, z);
+  bnff::detail::unfused_relu_check<T>(y, z);
+  bnff::detail::unfused_relu_run<Arch, T>(y, z);
 }
 
 }  // namespace bnff::unfused

@@ -50,14 +50,14 @@ void batch_norm_relu_forward(tensor_view<const bnff::detail::nondeduced_t<T>> x,
     bnff::detail::check_disjoint(where, out_names[i], outs[i], "beta", beta);
   }
   bnff::detail::check_eps(where, eps);
-  detail::batch_norm_mean_check<T>(x, mean);
-  detail::batch_norm_variance_check<T>(x, mean, var);
-  detail::batch_norm_normalize_check<T>(x, y, mean, var, gamma, beta, eps);
-  detail::relu_check<T>(y, z);
-  detail::batch_norm_mean_run<Arch, T>(x, mean);
-  detail::batch_norm_variance_run<Arch, T>(x, mean, var);
-  detail::batch_norm_normalize_run<Arch, T>(x, y, mean, var, gamma, beta, eps);
-  detail::relu_run<Arch, T>(y, z);
+  bnff::detail::unfused_batch_norm_mean_check<T>(x, mean);
+  bnff::detail::unfused_batch_norm_variance_check<T>(x, mean, var);
+  bnff::detail::unfused_batch_norm_normalize_check<T>(x, y, mean, var, gamma, beta, eps);
+  bnff::detail::unfused_relu_check<T>(y, z);
+  bnff::detail::unfused_batch_norm_mean_run<Arch, T>(x, mean);
+  bnff::detail::unfused_batch_norm_variance_run<Arch, T>(x, mean, var);
+  bnff::detail::unfused_batch_norm_normalize_run<Arch, T>(x, y, mean, var, gamma, beta, eps);
+  bnff::detail::unfused_relu_run<Arch, T>(y, z);
   for (index_t c = 0; c < x.c(); ++c) invstd[c] = T(1.0 / std::sqrt(double(var[c]) + eps));
 }
 
@@ -91,12 +91,12 @@ void batch_norm_relu_backward(tensor_view<const bnff::detail::nondeduced_t<T>> x
     bnff::detail::check_disjoint(where, "sum_dy", sum_dy, in_names[i], ins[i]);
     bnff::detail::check_disjoint(where, "sum_dy_xhat", sum_dy_xhat, in_names[i], ins[i]);
   }
-  detail::relu_backward_check<T>(y, dz, dy);
-  detail::batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
-  detail::batch_norm_backward_dx_check<T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
-  detail::relu_backward_run<Arch, T>(y, dz, dy);
-  detail::batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
-  detail::batch_norm_backward_dx_run<Arch, T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+  bnff::detail::unfused_relu_backward_check<T>(y, dz, dy);
+  bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_dx_check<T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+  bnff::detail::unfused_relu_backward_run<Arch, T>(y, dz, dy);
+  bnff::detail::unfused_batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_dx_run<Arch, T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
 }
 
 }  // namespace bnff::unfused

@@ -12,13 +12,11 @@
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
-namespace bnff::unfused {
-
-namespace detail {
+namespace bnff::detail {
 
 template <class T>
-void batch_norm_variance_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                               vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
+void unfused_batch_norm_variance_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                       vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
   constexpr const char* where = "unfused::batch_norm_variance";
   bnff::detail::check_planes(where, "x", x);
   bnff::detail::check_channels(where, "mean", mean, x.c());
@@ -28,8 +26,8 @@ void batch_norm_variance_check(tensor_view<const bnff::detail::nondeduced_t<T>> 
 }
 
 template <class Arch, class T>
-void batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
-                             vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
+void unfused_batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                     vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
   bnff::detail::for_each_channel(x.c(), [&](index_t c) {
@@ -48,14 +46,16 @@ void batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
   });
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
 
 // var[c] = sum((x[:, c] - mean[c])^2) / (N * H * W), summed in double per channel.
 template <class Arch = xsimd::default_arch, class T>
 void batch_norm_variance(tensor_view<const bnff::detail::nondeduced_t<T>> x,
                          vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
-  detail::batch_norm_variance_check<T>(x, mean, var);
-  detail::batch_norm_variance_run<Arch, T>(x, mean, var);
+  bnff::detail::unfused_batch_norm_variance_check<T>(x, mean, var);
+  bnff::detail::unfused_batch_norm_variance_run<Arch, T>(x, mean, var);
 }
 
 }  // namespace bnff::unfused
