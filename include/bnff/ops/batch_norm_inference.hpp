@@ -61,7 +61,7 @@ void batch_norm_apply_affine(tensor_view<const detail::nondeduced_t<T>> x, tenso
   detail::check_in_place_or_disjoint(where, "y", y, "x", x);
   detail::check_disjoint(where, "y", y, "scale", scale);
   detail::check_disjoint(where, "y", y, "shift", shift);
-  detail::bn_apply_sweep<Activation, Arch, T>(x, y, nullptr, scale.data(), shift.data());
+  detail::bn_apply<Activation, Arch, T>(x, y, nullptr, scale.data(), shift.data());
 }
 
 }  // namespace bnff

@@ -11,6 +11,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <array>
 #include <type_traits>
 
 #include "bnff/config.hpp"
@@ -42,15 +43,12 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
   detail::check_disjoint(where, "out", out, "x", x);
 
   const stats_partition part = make_stats_partition(x, block);
+  const std::array<tensor_view<const T>, 1> xs{x};
   detail::for_each_channel(x.c(), [&](index_t c) {
     moments acc;
-    for (index_t n = 0; n < part.images; ++n) {
-      const T* p = x.plane_ptr(n, c);
-      for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
-        const index_t b0 = part.block_begin(b);
-        acc = merge(acc, block_moments<T, Arch>(p + b0, part.block_end(b) - b0));
-      }
-    }
+    detail::for_each_channel_block(xs, c, part.block, [&](index_t n, index_t b0, index_t b1) {
+      acc = merge(acc, block_moments<T, Arch>(x.plane_ptr(n, c) + b0, b1 - b0));
+    });
     out[c] = acc;
   });
 }
@@ -71,14 +69,11 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
             detail::concat(partials.size(), " slots"));
   detail::check_disjoint(where, "partials", partials, "x", x);
 
+  const std::array<tensor_view<const T>, 1> xs{x};
   detail::for_each_channel(x.c(), [&](index_t c) {
-    for (index_t n = 0; n < part.images; ++n) {
-      const T* p = x.plane_ptr(n, c);
-      for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
-        const index_t b0 = part.block_begin(b);
-        partials[part.slot(c, n, b)] = block_moments<T, Arch>(p + b0, part.block_end(b) - b0);
-      }
-    }
+    detail::for_each_channel_block(xs, c, part.block, [&](index_t n, index_t b0, index_t b1) {
+      partials[part.slot(c, n, b0 / part.block)] = block_moments<T, Arch>(x.plane_ptr(n, c) + b0, b1 - b0);
+    });
   });
 }
 

@@ -12,6 +12,7 @@
 #include "bnff/config.hpp"
 #include "bnff/simd/load_partial.hpp"
 #include "bnff/simd/store_partial.hpp"
+#include "bnff/simd/store_stream.hpp"
 
 namespace bnff::simd {
 
@@ -39,6 +40,19 @@ struct partial_lanes {
     return load_partial<Arch>(p + offset, count, fill);
   }
   BNFF_ALWAYS_INLINE void store(T* p, const batch& v) const noexcept { store_partial(p + offset, v, count); }
+};
+
+// The W elements [offset, offset + W) of a range whose output is aligned here:
+// loads as full_lanes, stores streamed past the caches (store_stream).
+template <class T, class Arch>
+struct streaming_lanes {
+  using batch = xsimd::batch<T, Arch>;
+  index_t offset;
+
+  BNFF_ALWAYS_INLINE batch load(const T* p, T /*fill*/ = T(0)) const noexcept {
+    return batch::load_unaligned(p + offset);
+  }
+  BNFF_ALWAYS_INLINE void store(T* p, const batch& v) const noexcept { store_stream(p + offset, v); }
 };
 
 }  // namespace bnff::simd

@@ -80,8 +80,8 @@ moments block_moments(const T* x, index_t len) noexcept {
     sum_d2 += simd::reduce_add_double(detail::tree_sum(q));
   }
   const double n = double(len);
-  double m2 = sum_d2 - sum_d * (sum_d / n);
-  if (m2 < 0) m2 = 0;  // rounding only; a NaN fails the test and stays NaN
+  double m2 = sum_d2 - detail::rounded(sum_d * (sum_d / n));  // never contracted: same bits everywhere
+  if (m2 < 0) m2 = 0;                                         // rounding only; a NaN fails the test and stays NaN
   return {n, double(shift) + sum_d / n, m2};
 }
 

@@ -6,7 +6,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
-#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
 namespace bnff::detail {
@@ -37,17 +37,23 @@ void unfused_batch_norm_backward_dx_run(
     vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
-  bnff::detail::for_each_plane(x.n(), x.c(), x.plane(), [&](index_t n, index_t c) {
-    const T* xp = x.plane_ptr(n, c);
-    const T* dyp = dy.plane_ptr(n, c);
-    T* dxp = dx.plane_ptr(n, c);
-    const double istd = double(invstd[c]), k = double(gamma[c]) * istd;
-    const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * double(sum_dy[c]) / m)),
-                                k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
-    simd::for_each_lanes<T, Arch>(x.plane(), [&](auto lanes, auto) {
-      const batch xc = lanes.load(xp) - vmean;
-      lanes.store(dxp, xsimd::fms(vk, lanes.load(dyp), xsimd::fma(xc, k1, k0)));
-    });
+  bnff::detail::with_store_policy<T>(dx.size(), [&](auto store) {
+    using Store = decltype(store);
+    bnff::detail::for_each_plane(
+        x.n(), x.c(), x.plane(),
+        [&](index_t n, index_t c) {
+          const T* xp = x.plane_ptr(n, c);
+          const T* dyp = dy.plane_ptr(n, c);
+          T* dxp = dx.plane_ptr(n, c);
+          const double istd = double(invstd[c]), k = double(gamma[c]) * istd;
+          const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * double(sum_dy[c]) / m)),
+                                      k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
+          Store::template for_each<T, Arch>(x.plane(), dxp, [&](auto lanes, auto) {
+            const batch xc = lanes.load(xp) - vmean;
+            lanes.store(dxp, xsimd::fms(vk, lanes.load(dyp), xsimd::fma(xc, k1, k0)));
+          });
+        },
+        [] { Store::finish(); });
   });
 }
 

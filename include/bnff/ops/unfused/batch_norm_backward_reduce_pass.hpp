@@ -45,19 +45,21 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
                                             vector_view<const bnff::detail::nondeduced_t<T>> invstd,
                                             vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   using batch = xsimd::batch<T, Arch>;
+  const index_t block = simd::sum_flush_batches * index_t(batch::size);
+  const std::array<tensor_view<const T>, 2> inputs{x, dy};
   bnff::detail::for_each_channel(x.c(), [&](index_t c) {
     const T mean_c = mean[c];
     const batch vmean(mean_c);
     std::array<double, 2> sums{0.0, 0.0};
-    for (index_t n = 0; n < x.n(); ++n) {
-      const T* xp = x.plane_ptr(n, c);
-      const T* dyp = dy.plane_ptr(n, c);
-      simd::sum_lanes<2, T, Arch>(x.plane(), sums, [&](auto lanes, auto& acc) {
+    bnff::detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
+      const T* xp = x.plane_ptr(n, c) + b0;
+      const T* dyp = dy.plane_ptr(n, c) + b0;
+      simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
         const batch d = lanes.load(dyp, T(0));
         acc[0] += d;
         acc[1] = xsimd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
       });
-    }
+    });
     sum_dy[c] = T(sums[0]);
     sum_dy_xhat[c] = T(sums[1] * double(invstd[c]));
   });

@@ -8,7 +8,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
-#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
 namespace bnff::detail {
@@ -40,12 +40,18 @@ void unfused_batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced
                                       vector_view<const bnff::detail::nondeduced_t<T>> gamma,
                                       vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
   using batch = xsimd::batch<T, Arch>;
-  bnff::detail::for_each_plane(x.n(), x.c(), x.plane(), [&](index_t n, index_t c) {
-    const T* xp = x.plane_ptr(n, c);
-    T* yp = y.plane_ptr(n, c);
-    const batch vmean(mean[c]), s(T(double(gamma[c]) / std::sqrt(double(var[c]) + eps))), b(beta[c]);
-    simd::for_each_lanes<T, Arch>(x.plane(),
-                                  [&](auto lanes, auto) { lanes.store(yp, xsimd::fma(lanes.load(xp) - vmean, s, b)); });
+  bnff::detail::with_store_policy<T>(y.size(), [&](auto store) {
+    using Store = decltype(store);
+    bnff::detail::for_each_plane(
+        x.n(), x.c(), x.plane(),
+        [&](index_t n, index_t c) {
+          const T* xp = x.plane_ptr(n, c);
+          T* yp = y.plane_ptr(n, c);
+          const batch vmean(mean[c]), s(T(double(gamma[c]) / std::sqrt(double(var[c]) + eps))), b(beta[c]);
+          Store::template for_each<T, Arch>(
+              x.plane(), yp, [&](auto lanes, auto) { lanes.store(yp, xsimd::fma(lanes.load(xp) - vmean, s, b)); });
+        },
+        [] { Store::finish(); });
   });
 }
 

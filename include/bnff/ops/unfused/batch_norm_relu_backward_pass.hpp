@@ -8,7 +8,7 @@
 #include "bnff/ops/bn_activation.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
-#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
 namespace bnff::detail {
@@ -27,12 +27,19 @@ void unfused_relu_backward_check(tensor_view<const bnff::detail::nondeduced_t<T>
 template <class Arch, class T>
 void unfused_relu_backward_run(tensor_view<const bnff::detail::nondeduced_t<T>> y,
                                tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
-  bnff::detail::for_each_plane(y.n(), y.c(), y.plane(), [&](index_t n, index_t c) {
-    const T* yp = y.plane_ptr(n, c);
-    const T* dzp = dz.plane_ptr(n, c);
-    T* dyp = dy.plane_ptr(n, c);
-    simd::for_each_lanes<T, Arch>(
-        y.plane(), [&](auto lanes, auto) { lanes.store(dyp, bn_relu::backward(lanes.load(yp), lanes.load(dzp))); });
+  bnff::detail::with_store_policy<T>(dy.size(), [&](auto store) {
+    using Store = decltype(store);
+    bnff::detail::for_each_plane(
+        y.n(), y.c(), y.plane(),
+        [&](index_t n, index_t c) {
+          const T* yp = y.plane_ptr(n, c);
+          const T* dzp = dz.plane_ptr(n, c);
+          T* dyp = dy.plane_ptr(n, c);
+          Store::template for_each<T, Arch>(y.plane(), dyp, [&](auto lanes, auto) {
+            lanes.store(dyp, bn_relu::backward(lanes.load(yp), lanes.load(dzp)));
+          });
+        },
+        [] { Store::finish(); });
   });
 }
 

@@ -7,7 +7,7 @@
 #include "bnff/ops/bn_activation.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
-#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
 namespace bnff::detail {
@@ -22,11 +22,17 @@ void unfused_relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tens
 
 template <class Arch, class T>
 void unfused_relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
-  bnff::detail::for_each_plane(y.n(), y.c(), y.plane(), [&](index_t n, index_t c) {
-    const T* yp = y.plane_ptr(n, c);
-    T* zp = z.plane_ptr(n, c);
-    simd::for_each_lanes<T, Arch>(y.plane(),
-                                  [&](auto lanes, auto) { lanes.store(zp, bn_relu::forward(lanes.load(yp))); });
+  bnff::detail::with_store_policy<T>(z.size(), [&](auto store) {
+    using Store = decltype(store);
+    bnff::detail::for_each_plane(
+        y.n(), y.c(), y.plane(),
+        [&](index_t n, index_t c) {
+          const T* yp = y.plane_ptr(n, c);
+          T* zp = z.plane_ptr(n, c);
+          Store::template for_each<T, Arch>(
+              y.plane(), zp, [&](auto lanes, auto) { lanes.store(zp, bn_relu::forward(lanes.load(yp))); });
+        },
+        [] { Store::finish(); });
   });
 }
 
