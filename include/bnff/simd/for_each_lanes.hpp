@@ -15,15 +15,20 @@ namespace bnff::simd {
 template <int I>
 using slot = std::integral_constant<int, I>;
 
-namespace detail {
+}  // namespace bnff::simd
+
+// In bnff::detail, not a nested simd::detail that would shadow it for other code in bnff::simd.
+namespace bnff::detail {
 
 template <class T, class Arch, class Body, int... U>
-BNFF_ALWAYS_INLINE void unrolled_step(index_t i, Body& body, std::integer_sequence<int, U...>) {
+BNFF_ALWAYS_INLINE void simd_unrolled_step(index_t i, Body& body, std::integer_sequence<int, U...>) {
   constexpr index_t w = index_t(xsimd::batch<T, Arch>::size);
-  (body(full_lanes<T, Arch>{i + U * w}, slot<U>{}), ...);
+  (body(simd::full_lanes<T, Arch>{i + U * w}, simd::slot<U>{}), ...);
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::simd {
 
 // Calls body(lanes, slot) over the elements [0, len), in this fixed order:
 //   - Unroll full batches at a time, slot<0> .. slot<Unroll - 1>, so a
@@ -39,7 +44,7 @@ BNFF_ALWAYS_INLINE void for_each_lanes(index_t len, Body&& body) {
   index_t i = 0;
   if constexpr (Unroll > 1) {
     for (; i + Unroll * w <= len; i += Unroll * w)
-      detail::unrolled_step<T, Arch>(i, body, std::make_integer_sequence<int, Unroll>{});
+      bnff::detail::simd_unrolled_step<T, Arch>(i, body, std::make_integer_sequence<int, Unroll>{});
   }
   for (; i + w <= len; i += w) body(full_lanes<T, Arch>{i}, slot<0>{});
   if (i < len) body(partial_lanes<T, Arch>{i, len - i}, slot<0>{});

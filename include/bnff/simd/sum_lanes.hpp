@@ -17,14 +17,19 @@ namespace bnff::simd {
 // magnitudes, however long the range.
 constexpr index_t sum_flush_batches = 64;
 
-namespace detail {
+}  // namespace bnff::simd
+
+namespace bnff::detail {
 
 template <class B, std::size_t K>
-BNFF_ALWAYS_INLINE void flush(const std::array<B, K> (&acc)[4], std::array<double, K>& out) noexcept {
-  for (std::size_t k = 0; k < K; ++k) out[k] += reduce_add_double((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]));
+BNFF_ALWAYS_INLINE void simd_flush_sums(const std::array<B, K> (&acc)[4], std::array<double, K>& out) noexcept {
+  for (std::size_t k = 0; k < K; ++k)
+    out[k] += simd::reduce_add_double((acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]));
 }
 
-}  // namespace detail
+}  // namespace bnff::detail
+
+namespace bnff::simd {
 
 // Adds K sums over [0, len) into out. body(lanes, acc) adds one run's terms
 // into acc (std::array of K batches), e.g. acc[0] += dy; acc[1] = fma(dy, xc, acc[1]).
@@ -42,7 +47,7 @@ BNFF_ALWAYS_INLINE void sum_lanes(index_t len, std::array<double, K>& out, Body&
       lanes.offset += c0;
       body(lanes, acc[s]);
     });
-    detail::flush(acc, out);
+    bnff::detail::simd_flush_sums(acc, out);
   }
 }
 
