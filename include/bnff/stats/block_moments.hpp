@@ -1,26 +1,88 @@
 // bnff: moments of one contiguous block, computed while it is in cache.
 #pragma once
 
+#include <xsimd/xsimd.hpp>
+
 #include "bnff/config.hpp"
+#include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/reduce_add.hpp"
 #include "bnff/stats/moments.hpp"
 
 namespace bnff {
 
+namespace detail {
+
+// Batches summed in T before the partial sums are flushed into double. With
+// four accumulators each float lane of pass 2 adds at most 16 values: a relative
+// error of ~1e-6 in the worst case, and the flush keeps it from growing with len.
+constexpr index_t moments_flush_batches = 64;
+
+// Independent accumulators per pass, enough to keep two vector units busy
+// through the add/FMA latency: pass 1 issues one add per batch and needs 8,
+// pass 2 issues three operations per batch and needs 4 (2 x 4 registers).
+constexpr int moments_unroll_sum = 8;
+constexpr int moments_unroll_dev = 4;
+
+template <class T, class Arch, std::size_t U>
+BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&a)[U]) noexcept {
+  static_assert(U == 4 || U == 8, "a fixed pairwise tree for 4 or 8 accumulators");
+  if constexpr (U == 8)
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+  else
+    return (a[0] + a[1]) + (a[2] + a[3]);
+}
+
+}  // namespace detail
+
 // (count, mean, M2) of x[0, len). Two passes over the block, both from cache:
-// the mean first, then the squared deviations from it, so no digits cancel
-// however large |mean| / std is. Deterministic: same input, same bits.
-template <class T>
+//   pass 1: shift = mean estimate (SIMD sum per chunk, chunks added in double);
+//   pass 2: d = x - shift, sum(d) and sum(d^2), flushed into double;
+//   mean = shift + sum(d)/len,  M2 = sum(d^2) - sum(d)^2/len.
+// d is exact in T (Sterbenz) where x is near the mean, so no digits cancel
+// however large |mean| / std is, and a constant block gives M2 exactly 0.
+// NaN or infinity anywhere gives a NaN mean and M2. Deterministic: the bits
+// depend on the values, len and Arch only (not on the address or alignment),
+// which is what lets a convolution epilogue reproduce the standalone kernel.
+template <class T, class Arch = xsimd::default_arch>
 moments block_moments(const T* x, index_t len) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t chunk = detail::moments_flush_batches * index_t(batch::size);
   if (len <= 0) return {};
+
+  // Pass 1: the shift. Each chunk's sum is reduced in T (it only has to land
+  // near the mean) and the chunks are added in double, so length does not matter.
   double sum = 0;
-  for (index_t i = 0; i < len; ++i) sum += double(x[i]);
-  const double mean = sum / double(len);
-  double m2 = 0;
-  for (index_t i = 0; i < len; ++i) {
-    const double d = double(x[i]) - mean;
-    m2 += d * d;
+  for (index_t c0 = 0; c0 < len; c0 += chunk) {
+    const T* p = x + c0;
+    batch a[detail::moments_unroll_sum];
+    for (auto& v : a) v = batch(T(0));
+    simd::for_each_lanes<T, Arch, detail::moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk,
+                                                              [&](auto lanes, auto s) { a[s] += lanes.load(p, T(0)); });
+    sum += double(simd::reduce_add(detail::tree_sum(a)));
   }
-  return {double(len), mean, m2};
+  const T shift = T(sum / double(len));
+  const batch vshift(shift);
+
+  // Pass 2: deviations from the shift, accumulated in T per chunk, flushed into double.
+  double sum_d = 0, sum_d2 = 0;
+  for (index_t c0 = 0; c0 < len; c0 += chunk) {
+    const T* p = x + c0;
+    batch a[detail::moments_unroll_dev], q[detail::moments_unroll_dev];
+    for (int i = 0; i < detail::moments_unroll_dev; ++i) a[i] = q[i] = batch(T(0));
+    // Padded lanes load `shift`, so their d is 0 and they add nothing.
+    simd::for_each_lanes<T, Arch, detail::moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk,
+                                                              [&](auto lanes, auto s) {
+                                                                const batch d = lanes.load(p, shift) - vshift;
+                                                                a[s] += d;
+                                                                q[s] = xsimd::fma(d, d, q[s]);
+                                                              });
+    sum_d += simd::reduce_add_double(detail::tree_sum(a));
+    sum_d2 += simd::reduce_add_double(detail::tree_sum(q));
+  }
+  const double n = double(len);
+  double m2 = sum_d2 - detail::rounded(sum_d * (sum_d / n));  // never contracted: same bits everywhere
+  if (m2 < 0) m2 = 0;                                         // rounding only; a NaN fails the test and stays NaN
+  return {n, double(shift) + sum_d / n, m2};
 }
 
 }  // namespace bnff
