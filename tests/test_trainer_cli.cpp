@@ -55,43 +55,13 @@ TEST_CASE("cli: densenet121-block1 is DenseNet-121's first block", "[trainer][cl
 }
 
 TEST_CASE("cli: every flag in both spellings, flags override the preset in any order", "[trainer][cli]") {
-  const options o = parse({"--blocks=2,3",
-                           "--growth",
-                           "8",
-                           "--compression",
-                           "0.25",
-                           "--image-size=16",
-                           "--batch",
-                           "10",
-                           "--epochs",
-                           "3",
-                           "--steps",
-                           "7",
-                           "--threads=2",
-                           "--lr",
-                           "0.05",
-                           "--momentum",
-                           "0.8",
-                           "--weight-decay",
-                           "5e-4",
-                           "--seed",
-                           "42",
-                           "--impl",
-                           "unfused",
-                           "--compare",
-                           "--data",
-                           "cifar10:/some/dir",
-                           "--save",
-                           "a.ckpt",
-                           "--resume",
-                           "b.ckpt",
-                           "--train-images",
-                           "100",
-                           "--val-images",
-                           "20",
-                           "--image-size=32",
-                           "--preset",
-                           "cifar-small"});
+  const options o =
+      parse({"--blocks=2,3", "--growth",       "8",      "--compression",     "0.25",   "--image-size=16", "--batch",
+             "10",           "--epochs",       "3",      "--steps",           "7",      "--threads=2",     "--lr",
+             "0.05",         "--momentum",     "0.8",    "--weight-decay",    "5e-4",   "--seed",          "42",
+             "--impl",       "unfused",        "--data", "cifar10:/some/dir", "--save", "a.ckpt",          "--resume",
+             "b.ckpt",       "--train-images", "100",    "--val-images",      "20",     "--image-size=32", "--preset",
+             "cifar-small"});
   CHECK(o.model.blocks == std::vector<bnff::index_t>{2, 3});
   CHECK(o.model.growth == 8);
   CHECK(o.model.stem() == 16);
@@ -106,13 +76,20 @@ TEST_CASE("cli: every flag in both spellings, flags override the preset in any o
   CHECK(o.weight_decay == 5e-4);
   CHECK(o.seed == 42);
   CHECK(o.impl == impl_kind::unfused);
-  CHECK(o.compare);
+  CHECK(!o.compare);
+  CHECK(parse({"--compare", "--steps", "3"}).compare);
   CHECK(o.data.kind == data_source::cifar10);
   CHECK(o.data.dir == "/some/dir");
   CHECK(o.save_path == "a.ckpt");
   CHECK(o.resume_path == "b.ckpt");
   CHECK(o.train_images == 100);
   CHECK(o.val_images == 20);
+}
+
+TEST_CASE("cli: --compare starts both implementations from fresh weights, without checkpoints", "[trainer][cli]") {
+  CHECK_THROWS_WITH(parse({"--compare", "--save", "a.ckpt"}),
+                    Catch::Contains("--compare") && Catch::Contains("--save"));
+  CHECK_THROWS_WITH(parse({"--resume", "a.ckpt", "--compare"}), Catch::Contains("--resume"));
 }
 
 TEST_CASE("cli: --help wins and the usage text names every flag with its default", "[trainer][cli]") {
@@ -178,7 +155,8 @@ TEST_CASE("cli: bad input is a usage error naming the problem", "[trainer][cli]"
 TEST_CASE("cli: the run configuration text records what decides the trajectory", "[trainer][cli]") {
   const options a = parse({});
   CHECK(run_config_text(a) == run_config_text(parse({"--steps", "5", "--threads", "1", "--impl", "unfused", "--save",
-                                                     "x", "--resume", "y", "--compare"})));
+                                                     "x", "--resume", "y"})));
+  CHECK(run_config_text(a) == run_config_text(parse({"--compare"})));
   for (const auto& change : std::vector<std::vector<std::string>>{{"--seed", "2"},
                                                                   {"--batch", "32"},
                                                                   {"--epochs", "5"},

@@ -112,7 +112,8 @@ inline std::string usage(const std::string& program) {
          "  --impl fused|unfused   the implementation to train with (default fused)\n"
          "  --compare              run both implementations from the same weights on the same\n"
          "                         batches; print both losses per step, their largest relative\n"
-         "                         difference and the speedup\n"
+         "                         difference, the speedup and the activation memory of each\n"
+         "                         (--steps N steps, default 20)\n"
          "\n"
          "Data:\n"
          "  --data synthetic       generated 10-class images, no download (default)\n"
@@ -125,7 +126,8 @@ inline std::string usage(const std::string& program) {
          ")\n"
          "\n"
          "Checkpoints:\n"
-         "  --save PATH            write a checkpoint after every epoch and at the end (atomically)\n"
+         "  --save PATH            write a checkpoint after every epoch, at the end and on Ctrl-C\n"
+         "                         (atomically: an interrupted save keeps the previous file)\n"
          "  --resume PATH          continue a run from a checkpoint (same model and settings)\n"
          "\n"
          "  -h, --help             this text\n";
@@ -242,6 +244,8 @@ inline options parse_command_line(int argc, const char* const* argv) {
   if (!(o.momentum >= 0 && o.momentum < 1))
     throw usage_error("--momentum must be in [0, 1), got " + std::to_string(o.momentum));
   if (!(o.weight_decay >= 0)) throw usage_error("--weight-decay must be >= 0, got " + std::to_string(o.weight_decay));
+  if (o.compare && !(o.save_path.empty() && o.resume_path.empty()))
+    throw usage_error("--compare trains both implementations from fresh weights; it takes no --save or --resume");
   if (o.data.kind == data_source::cifar10 && o.model.image_size != 32)
     throw usage_error("--data cifar10 needs --image-size 32 (CIFAR-10 images are 32x32), got " +
                       std::to_string(o.model.image_size));

@@ -1,7 +1,9 @@
 // DenseNet-BC trainer: fused (BNFF) vs conventional (unfused) batch normalization.
 // See README.md for what it fuses, how to run it and what it checks.
+#include <csignal>
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 
 #include <bnff/parallel/parallel.hpp>
@@ -10,10 +12,19 @@
 #include "cifar10.hpp"
 #include "cli.hpp"
 #include "data.hpp"
+#include "engines.hpp"
 #include "network.hpp"
 #include "progress.hpp"
+#include "trainer.hpp"
 
 namespace {
+
+// --compare without --steps: enough steps for a stable median and the loss-agreement check.
+constexpr std::uint64_t default_compare_steps = 20;
+
+// Set by SIGINT: the loop finishes its current step, saves (with --save) and returns.
+volatile std::sig_atomic_t stop_requested = 0;
+extern "C" void on_sigint(int) { stop_requested = 1; }
 
 struct data_splits {
   trainer::dataset train, val;
@@ -45,26 +56,48 @@ int run(const trainer::options& o) {
               (long long)data.train.width);
   trainer::steps_per_epoch(data.train, o.batch);  // refuses a batch larger than the training set
 
-  const trainer::densenet net(o.model, o.batch, o.seed);
+  const auto make_model = [&](trainer::impl_kind k) {
+    return std::make_unique<trainer::densenet_model>(o.model, o.batch, o.seed, trainer::make_engine(k));
+  };
+  std::unique_ptr<trainer::densenet_model> model = make_model(o.impl);
+  const trainer::densenet& net = model->network();
   std::printf("model: %s\n%s", o.model.canonical().c_str(), net.describe().c_str());
   std::printf("parameters: %llu; activation buffers shared by both implementations: %s\n",
               (unsigned long long)net.parameter_count(), trainer::format_bytes(net.activation_bytes()).c_str());
 
-  if (!o.resume_path.empty()) {  // refuse a bad checkpoint before anything else
-    const trainer::checkpoint c = trainer::read_checkpoint(o.resume_path);
-    if (c.config != trainer::run_config_text(o))
-      throw trainer::checkpoint_error("checkpoint '" + o.resume_path +
-                                      "' was written by a different configuration:\n  checkpoint: " + c.config +
-                                      "\n  this run:   " + trainer::run_config_text(o));
-    std::printf("checkpoint '%s': step %llu\n", o.resume_path.c_str(), (unsigned long long)c.step);
+  trainer::run_settings s;
+  s.epochs = o.epochs;
+  s.max_steps = std::uint64_t(o.steps);
+  s.sgd = {o.lr, o.momentum, o.weight_decay};
+  s.seed = o.seed;
+  s.config = trainer::run_config_text(o);
+  s.save_path = o.save_path;
+  s.resume_path = o.resume_path;
+  s.stop = &stop_requested;
+  std::signal(SIGINT, on_sigint);
+  trainer::progress_printer progress(stdout);
+
+  if (o.compare) {
+    // The fused model is `model`; the unfused one starts from its weights (compare copies them).
+    std::unique_ptr<trainer::densenet_model> other =
+        make_model(o.impl == trainer::impl_kind::fused ? trainer::impl_kind::unfused : trainer::impl_kind::fused);
+    trainer::densenet_model& fused = o.impl == trainer::impl_kind::fused ? *model : *other;
+    trainer::densenet_model& unfused = o.impl == trainer::impl_kind::fused ? *other : *model;
+    const std::uint64_t steps = o.steps > 0 ? std::uint64_t(o.steps) : default_compare_steps;
+    std::printf("comparing fused and unfused for %llu steps from the same weights on the same batches\n",
+                (unsigned long long)steps);
+    const trainer::comparison c = trainer::compare(fused, unfused, data.train, s, steps, progress);
+    std::fputs(trainer::format_comparison(c, fused.scratch_bytes(), unfused.scratch_bytes()).c_str(), stdout);
+    if (stop_requested) {
+      std::printf("interrupted after %zu steps\n", c.loss_a.size());
+      return 130;
+    }
+    return 0;
   }
 
-  // The fused and unfused engines are built on bnff's convolution kernels.
-  std::fprintf(stderr,
-               "bnff_densenet_trainer: training requires the bnff convolution kernels, which this build does not "
-               "include yet (--impl %s)\n",
-               trainer::impl_name(o.impl));
-  return 3;
+  const trainer::run_result r = trainer::train(*model, data.train, data.val, s, progress);
+  std::fputs(trainer::format_summary(r.summary).c_str(), stdout);
+  return r.interrupted ? 130 : 0;
 }
 
 }  // namespace

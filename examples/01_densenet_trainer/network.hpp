@@ -94,6 +94,8 @@ class conv_bn_engine {
   virtual void prepare(const densenet& net) = 0;
   // Bytes the engine keeps between forward and backward beyond the network's buffers.
   virtual std::uint64_t workspace_bytes() const = 0;
+  // Bytes of scratch the engine's steps borrow and release (nothing in it survives a step).
+  virtual std::uint64_t scratch_bytes() const { return 0; }
   virtual void forward(const unit& u, bool training) = 0;
   virtual void backward(const unit& u) = 0;
 };
@@ -458,6 +460,7 @@ class densenet_model : public model {
     return out;
   }
   std::uint64_t activation_bytes() const override { return net_.activation_bytes() + engine_->workspace_bytes(); }
+  std::uint64_t scratch_bytes() const { return engine_->scratch_bytes(); }
 
  private:
   densenet net_;

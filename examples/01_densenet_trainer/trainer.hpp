@@ -210,10 +210,29 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
 struct comparison {
   std::vector<double> loss_a, loss_b;
   double max_relative_difference = 0;  // over steps: |a - b| / max(|a|, |b|)
+  // After the first step (same weights, same batch): the largest ||grad_a - grad_b|| / ||grad_b||
+  // over parameter tensors. Later steps start from weights that have drifted apart.
+  double first_step_gradient_difference = 0;
   double median_seconds_a = 0, median_seconds_b = 0;
   std::uint64_t activation_bytes_a = 0, activation_bytes_b = 0;
   double speedup() const { return median_seconds_a > 0 ? median_seconds_b / median_seconds_a : 0; }
 };
+
+// The largest ||grad_a - grad_b|| / ||grad_b|| over the parameter tensors of two models of one architecture.
+inline double gradient_difference(model& a, model& b) {
+  const auto pa = a.parameters(), pb = b.parameters();
+  if (pa.size() != pb.size()) throw std::invalid_argument("gradient_difference: the models hold different parameters");
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    double diff = 0, norm = 0;
+    for (std::size_t j = 0; j < pa[i]->grad.size(); ++j) {
+      const double d = double(pa[i]->grad[j]) - double(pb[i]->grad[j]);
+      diff += d * d, norm += double(pb[i]->grad[j]) * double(pb[i]->grad[j]);
+    }
+    if (norm > 0) worst = std::max(worst, std::sqrt(diff / norm));
+  }
+  return worst;
+}
 
 // Trains `a` and `b` side by side for `steps` steps from a's weights, on the same
 // batches and learning rates, printing both losses each step.
@@ -251,12 +270,36 @@ inline comparison compare(model& a, model& b, const dataset& train, const run_se
     const double rel = scale > 0 ? std::abs(la - lb) / scale : 0.0;
     c.max_relative_difference = std::max(c.max_relative_difference, std::isfinite(rel) ? rel : HUGE_VAL);
     c.loss_a.push_back(la), c.loss_b.push_back(lb);
+    if (step == 0) c.first_step_gradient_difference = gradient_difference(a, b);
     std::snprintf(line, sizeof line, "%8llu  %14.6f  %14.6f  %10.2e", (unsigned long long)(step + 1), la, lb, rel);
     progress.message(line);
   }
   c.median_seconds_a = median(ta), c.median_seconds_b = median(tb);
   c.activation_bytes_a = a.activation_bytes(), c.activation_bytes_b = b.activation_bytes();
   return c;
+}
+
+// The comparison's verdict: loss agreement, median time per step and the speedup,
+// and the activation memory each implementation keeps for backward (scratch, which
+// no step keeps, is shown apart).
+inline std::string format_comparison(const comparison& c, std::uint64_t scratch_a, std::uint64_t scratch_b,
+                                     const std::string& name_a = "fused", const std::string& name_b = "unfused") {
+  char buf[1024];
+  const double ratio = c.activation_bytes_b ? double(c.activation_bytes_a) / double(c.activation_bytes_b) : 0;
+  std::snprintf(buf, sizeof buf,
+                "comparison over %zu steps\n"
+                "  gradients after step 1             largest relative difference %.2e (same weights, same batch)\n"
+                "  largest relative loss difference   %.2e\n"
+                "  time per step (median)             %s %.2f ms, %s %.2f ms: %s %.2fx faster\n"
+                "  peak activation memory             %s %s\n"
+                "                                     %s %s: %s keeps %.2fx\n"
+                "  scratch (not kept between steps)   %s %s, %s %s\n",
+                c.loss_a.size(), c.first_step_gradient_difference, c.max_relative_difference, name_a.c_str(),
+                1e3 * c.median_seconds_a, name_b.c_str(), 1e3 * c.median_seconds_b, name_a.c_str(), c.speedup(),
+                name_a.c_str(), format_bytes(c.activation_bytes_a).c_str(), name_b.c_str(),
+                format_bytes(c.activation_bytes_b).c_str(), name_a.c_str(), ratio, name_a.c_str(),
+                format_bytes(scratch_a).c_str(), name_b.c_str(), format_bytes(scratch_b).c_str());
+  return buf;
 }
 
 }  // namespace trainer

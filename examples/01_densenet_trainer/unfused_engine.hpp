@@ -1,0 +1,147 @@
+// The unfused engine: the conventional sequence a framework runs, on bnff's
+// baseline operations (each pass as SIMD and threaded as the fused ones, so the
+// comparison measures fusion, not code quality).
+//
+// Forward, per unit:
+//   conv           conv2d_forward.
+//   bn_relu_conv   unfused::batch_norm_relu_forward over the unit's whole input: a mean
+//                  sweep, a variance sweep, a normalize sweep and a ReLU sweep (in place
+//                  over the normalized tensor, as torchvision's DenseNet does), so every
+//                  reader of a concatenation recomputes its statistics; the activated
+//                  tensor A = max(0, BN(x)) is stored for backward; conv2d_forward(A).
+//   bn_relu        the same four sweeps into the unit's output.
+// Backward: unfused::bn_relu_conv2d_backward (weight gradient from the stored A, data
+// gradient, ReLU mask from A, BN reductions, BN dx: one sweep each);
+// relu_backward_stored + bn_backward_reduce + bn_backward_dx for bn_relu.
+// Kept from forward to backward besides the network's buffers: A for every
+// BN-ReLU-conv (quadratic in a block's depth) and per-channel vectors.
+#pragma once
+
+#include <bnff/ops/batch_norm_inference.hpp>
+#include <bnff/ops/conv2d_backward_data.hpp>
+#include <bnff/ops/unfused/batch_norm_unfused.hpp>
+#include <bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp>
+#include <bnff/stats/running_stats.hpp>
+
+#include "engine_support.hpp"
+
+namespace trainer {
+
+class unfused_engine : public conv_bn_engine {
+ public:
+  std::string name() const override { return "unfused"; }
+
+  void prepare(const densenet& net) override {
+    net_ = &net;
+    scratch_.size_for(net);
+    const auto& units = net.units();
+    params_.assign(units.size(), {});
+    var_.assign(units.size(), {});
+    activations_.assign(units.size(), {});
+    for (std::size_t i = 0; i < units.size(); ++i) {
+      const unit& u = units[i];
+      if (u.kind != unit_kind::bn_relu_conv && u.kind != unit_kind::bn_relu) continue;
+      params_[i].resize(u.x.c());
+      var_[i].assign(std::size_t(u.x.c()), 0.0f);
+      if (u.kind == unit_kind::bn_relu_conv) activations_[i].assign(std::size_t(u.x.size()), 0.0f);
+    }
+  }
+
+  // The stored activations and each BN's mean, variance, invstd, scale (shift is the inference one).
+  std::uint64_t workspace_bytes() const override {
+    std::uint64_t b = 0;
+    for (std::size_t i = 0; i < params_.size(); ++i) b += sizeof(float) * (activations_[i].size() + 4 * var_[i].size());
+    return b;
+  }
+  std::uint64_t scratch_bytes() const override { return scratch_.bytes(); }
+
+  void forward(const unit& u, bool training) override {
+    const std::size_t i = unit_index(*net_, u, "unfused");
+    scratch_.check_threads("unfused");
+    const bnff::conv2d_problem& pb = u.conv.problem;
+    switch (u.kind) {
+      case unit_kind::conv:
+        bnff::conv2d_forward<float>(pb, u.x, u.conv.weight, {}, u.y, scratch_.workspace());
+        break;
+      case unit_kind::bn_relu_conv: {
+        const tensor_view<float> a = activation(i, u);
+        bn_relu(i, u, a, training);
+        bnff::conv2d_forward<float>(pb, a, u.conv.weight, {}, u.y, scratch_.workspace());
+        break;
+      }
+      case unit_kind::bn_relu:
+        bn_relu(i, u, u.y, training);
+        break;
+      default:
+        throw std::logic_error("unfused engine: unit '" + u.name + "' is not a conv or BN unit");
+    }
+  }
+
+  void backward(const unit& u) override {
+    const std::size_t i = unit_index(*net_, u, "unfused");
+    scratch_.check_threads("unfused");
+    const bnff::conv2d_problem& pb = u.conv.problem;
+    const bool accumulate = u.dx_mode == grad_mode::accumulate;
+    bn_vectors& p = params_[i];
+    switch (u.kind) {
+      case unit_kind::conv:
+        bnff::conv2d_backward_weights<float>(pb, u.x, u.dy, u.conv.d_weight, {}, scratch_.workspace());
+        if (!u.dx.empty())
+          bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, u.dx, accumulate, scratch_.workspace());
+        break;
+      case unit_kind::bn_relu_conv: {
+        // The gradient at the activation: in dx itself when dx is overwritten, else in scratch.
+        const bool in_place = !u.dx.empty() && !accumulate;
+        const tensor_view<float> da = in_place ? u.dx : scratch_.gradient(u.x.shape());
+        bnff::unfused::bn_relu_conv2d_backward<float>(
+            pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd), cvec(p.scale), u.conv.weight, u.dy,
+            u.conv.d_weight, da, u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, accumulate, scratch_.workspace());
+        break;
+      }
+      case unit_kind::bn_relu: {
+        if (u.dx.empty()) throw std::logic_error("unfused engine: BN-ReLU unit '" + u.name + "' has no input gradient");
+        const tensor_view<float> dy = scratch_.gradient(u.x.shape());
+        bnff::unfused::relu_backward_stored<float>(u.y, u.dy, dy);  // mask from the stored output
+        bnff::unfused::bn_backward_reduce<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), u.bn.d_gamma, u.bn.d_beta);
+        bnff::bn_backward_dx<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.d_gamma),
+                                    cvec(u.bn.d_beta), u.dx, accumulate);
+        break;
+      }
+      default:
+        throw std::logic_error("unfused engine: unit '" + u.name + "' is not a conv or BN unit");
+    }
+  }
+
+ private:
+  tensor_view<float> activation(std::size_t i, const unit& u) { return {activations_[i].data(), u.x.shape()}; }
+
+  // out = max(0, BN(x)) in four sweeps (training: batch statistics, running statistics
+  // updated; inference: one affine + ReLU sweep from the running statistics).
+  void bn_relu(std::size_t i, const unit& u, tensor_view<float> out, bool training) {
+    bn_vectors& p = params_[i];
+    if (!training) {
+      bnff::batch_norm_inference_params<float>(cvec(u.bn.gamma), cvec(u.bn.beta), cvec(u.bn.running_mean),
+                                               cvec(u.bn.running_var), u.bn.eps, vec(p.scale), vec(p.shift));
+      bnff::batch_norm_apply_affine<bnff::bn_relu>(u.x, out, cvec(p.scale), cvec(p.shift));
+      return;
+    }
+    bnff::unfused::batch_norm_relu_forward<xsimd::default_arch, float>(
+        u.x, out, out, cvec(u.bn.gamma), cvec(u.bn.beta), u.bn.eps, vec(p.mean), vec(var_[i]), vec(p.invstd));
+    const double m = double(u.x.n()) * double(u.x.plane());
+    for (index_t c = 0; c < u.x.c(); ++c) {
+      p.scale[std::size_t(c)] = float(double(u.bn.gamma[c]) * double(p.invstd[std::size_t(c)]));
+      const double mean = p.mean[std::size_t(c)], var = var_[i][std::size_t(c)];
+      double rm = u.bn.running_mean[c], rv = u.bn.running_var[c];
+      bnff::update_running_stats(bnff::moments{m, mean, var * m}, u.bn.momentum, rm, rv);
+      u.bn.running_mean[c] = float(rm), u.bn.running_var[c] = float(rv);
+    }
+  }
+
+  const densenet* net_ = nullptr;
+  engine_scratch scratch_;
+  std::vector<bn_vectors> params_;               // per unit: mean, invstd, scale (training), shift (inference)
+  std::vector<std::vector<float>> var_;          // per unit: the batch variance (biased)
+  std::vector<std::vector<float>> activations_;  // per BN-ReLU-conv unit: A = max(0, BN(x)), stored for backward
+};
+
+}  // namespace trainer
