@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "bnff/conv/layer_catalog.hpp"
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff::bench {
@@ -20,6 +21,45 @@ struct options {
   bool quick = false;       // --quick: a few representative shapes per family
   bool all_shapes = false;  // --all-shapes: every catalog shape (long)
 };
+
+// Batch size of every catalog shape in the benchmarks (the paper's and the N).
+inline constexpr index_t batch = 16;
+
+namespace detail {
+template <class T>
+std::vector<T> pick(const std::vector<T>& all, const std::vector<std::string>& names) {
+  std::vector<T> out;
+  for (const auto& name : names)
+    for (const auto& x : all)
+      if (x.name == name) out.push_back(x);
+  return out;
+}
+}  // namespace detail
+
+// DenseNet-121 composite layers to run: --quick one (b1.l6, C=224 at 56x56: the
+// widest layer at the largest extent), default the first and last layer of each
+// dense block, --all-shapes all 58.
+inline std::vector<catalog::composite_layer> composite_layers(const options& o) {
+  const auto all = catalog::densenet121_composite_layers(batch);
+  if (o.all_shapes) return all;
+  if (o.quick) return detail::pick(all, {"densenet121.b1.l6"});
+  return detail::pick(all, {"densenet121.b1.l1", "densenet121.b1.l6", "densenet121.b2.l1", "densenet121.b2.l12",
+                            "densenet121.b3.l1", "densenet121.b3.l24", "densenet121.b4.l1", "densenet121.b4.l16"});
+}
+
+// DenseNet-121 transition layers: --quick the first, otherwise all three.
+inline std::vector<catalog::transition_layer> transitions(const options& o) {
+  const auto all = catalog::densenet121_transitions(batch);
+  if (o.quick && !o.all_shapes) return detail::pick(all, {"densenet121.t1"});
+  return all;
+}
+
+// ResNet-50 bottlenecks: --quick conv2_x, otherwise one per stage.
+inline std::vector<catalog::bottleneck_block> bottlenecks(const options& o) {
+  const auto all = catalog::resnet50_bottlenecks(batch);
+  if (o.quick && !o.all_shapes) return detail::pick(all, {"resnet50.conv2_x"});
+  return all;
+}
 
 // Each family file registers a function that adds its benchmarks for the options:
 //   const int registered = bnff::bench::register_family([](const bench::options& o) { ... });
