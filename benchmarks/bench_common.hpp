@@ -7,9 +7,14 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <random>
 #include <string>
 #include <vector>
+
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
 
 #include "bnff/conv/layer_catalog.hpp"
 #include "bnff/parallel/parallel.hpp"
@@ -74,6 +79,10 @@ inline int register_family(family_fn f) {
 }
 
 // A 64-byte-aligned buffer, touched on creation so page faults stay out of timings.
+// Buffers of 2 MiB or more are backed by transparent huge pages where Linux
+// allows it (as large framework allocations usually are): with 4 KiB pages the
+// hardware prefetchers stop at every page boundary and a single core streamed
+// 15-20% slower on the reference machine, which would blur the ceilings.
 template <class T>
 struct buffer {
   struct free_deleter {
@@ -82,8 +91,14 @@ struct buffer {
   std::unique_ptr<T, free_deleter> ptr;
   std::size_t size = 0;
   explicit buffer(std::size_t n, T value = T(0)) : size(n) {
-    const std::size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
-    ptr.reset(static_cast<T*>(std::aligned_alloc(64, bytes > 0 ? bytes : 64)));
+    constexpr std::size_t huge = std::size_t(2) << 20;
+    const std::size_t align = n * sizeof(T) >= huge ? huge : 64;
+    const std::size_t bytes = ((n * sizeof(T) + align - 1) / align) * align;
+    ptr.reset(static_cast<T*>(std::aligned_alloc(align, bytes > 0 ? bytes : align)));
+    if (!ptr) throw std::bad_alloc();
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+    if (align == huge) madvise(ptr.get(), bytes, MADV_HUGEPAGE);  // a hint: failure only costs speed
+#endif
     for (std::size_t i = 0; i < n; ++i) ptr.get()[i] = value;
   }
   T* data() const noexcept { return ptr.get(); }
