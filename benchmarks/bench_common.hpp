@@ -66,6 +66,64 @@ inline std::vector<catalog::bottleneck_block> bottlenecks(const options& o) {
   return all;
 }
 
+// Shape names: a family over one BN-sized tensor (stats, bn_apply_relu,
+// bn_backward) or over a whole layer (cpl_*, bottleneck_step) uses the layer's
+// catalog name, with the tensor being the layer's input (N x c_in x H x W);
+// a family over one convolution of a composite layer (conv_*, bn_relu_conv_fwd)
+// uses "<layer>.conv1" (the 1x1) or "<layer>.conv2" (the 3x3).
+inline std::string conv_name(const catalog::composite_layer& l, int which) {
+  return l.name + ".conv" + std::to_string(which);
+}
+
+// Bytes and flops every variant of a family reports, so that GB/s and GFLOP/s
+// compare like with like. Bytes are the compulsory traffic of the problem, the
+// same for fused, unfused and library variants: every input read once, every
+// output written once (float). Flops count a multiply-add as two.
+namespace model {
+inline double bytes(const shape4& s) { return double(s.size()) * sizeof(float); }
+inline double bytes(index_t n) { return double(n) * sizeof(float); }
+
+// stats: read x.  bn_apply_relu: read x, write y.  bn_backward: read x and dz, write dx.
+inline double stats_bytes(const shape4& x) { return bytes(x); }
+inline double bn_apply_relu_bytes(const shape4& x) { return 2 * bytes(x); }
+inline double bn_backward_bytes(const shape4& x) { return 3 * bytes(x); }
+
+// One convolution, forward or either gradient: read two operands, write one.
+inline double conv_bytes(const conv2d_problem& p) {
+  return bytes(p.input_shape()) + bytes(p.filter_shape()) + bytes(p.output_shape());
+}
+inline double conv_flops(const conv2d_problem& p) { return p.flops(); }
+
+// Composite layer forward: read x, W1, W2; write y1 (kept for backward) and y2.
+inline double cpl_fwd_bytes(const catalog::composite_layer& l) {
+  return bytes(l.conv1().input_shape()) + bytes(l.conv1().filter_shape()) + bytes(l.conv2().filter_shape()) +
+         bytes(l.conv1().output_shape()) + bytes(l.conv2().output_shape());
+}
+inline double cpl_fwd_flops(const catalog::composite_layer& l) { return l.conv1().flops() + l.conv2().flops(); }
+// Backward: read dy2, y1, x, W1, W2; write dx, dW1, dW2. Data and weight gradients of both convs.
+inline double cpl_bwd_bytes(const catalog::composite_layer& l) {
+  return bytes(l.conv2().output_shape()) + bytes(l.conv1().output_shape()) + 2 * bytes(l.conv1().input_shape()) +
+         2 * (bytes(l.conv1().filter_shape()) + bytes(l.conv2().filter_shape()));
+}
+inline double cpl_bwd_flops(const catalog::composite_layer& l) { return 2 * cpl_fwd_flops(l); }
+// Step (forward then backward): read x, dy2, W1, W2; write y2, dx, dW1, dW2 (y1 is internal).
+inline double cpl_step_bytes(const catalog::composite_layer& l) {
+  return 2 * bytes(l.conv1().input_shape()) + 2 * bytes(l.conv2().output_shape()) +
+         2 * (bytes(l.conv1().filter_shape()) + bytes(l.conv2().filter_shape()));
+}
+inline double cpl_step_flops(const catalog::composite_layer& l) { return 3 * cpl_fwd_flops(l); }
+
+// Bottleneck step: read x, dout, W1..3; write out, dx, dW1..3.
+inline double bottleneck_step_bytes(const catalog::bottleneck_block& b) {
+  const shape4 x{b.n, b.c, b.h, b.w};
+  return 4 * bytes(x) +
+         2 * (bytes(b.conv1().filter_shape()) + bytes(b.conv2().filter_shape()) + bytes(b.conv3().filter_shape()));
+}
+inline double bottleneck_step_flops(const catalog::bottleneck_block& b) {
+  return 3 * (b.conv1().flops() + b.conv2().flops() + b.conv3().flops());
+}
+}  // namespace model
+
 // Each family file registers a function that adds its benchmarks for the options:
 //   const int registered = bnff::bench::register_family([](const bench::options& o) { ... });
 using family_fn = void (*)(const options&);
