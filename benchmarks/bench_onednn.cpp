@@ -1,0 +1,138 @@
+// The strongest CPU library on the same layers: oneDNN's variants of each family
+// (onednn_blocked in its preferred layouts, onednn_nchw in plain layouts), built
+// in onednn_layers.hpp and checked against the double reference by
+// bnff_onednn_check. Compiled only when CMake found oneDNN.
+//
+// Families: bn_apply_relu (inference-style BN with given statistics + fused
+// ReLU), bn_backward (BN backward through the fused ReLU, mask from the
+// forward's workspace), conv_fwd (the composite layer's 1x1 and 3x3),
+// cpl_fwd, cpl_bwd, cpl_step (a DenseNet composite layer) and bottleneck_step
+// (a ResNet-50 bottleneck). oneDNN has no statistics-only primitive (its
+// training BN always normalizes too), so `stats` has no oneDNN variant.
+//
+// Threads: Debian's oneDNN runs on OpenMP (libgomp, the same runtime bnff
+// uses), so bnff::set_num_threads sets its threads too. oneDNN sizes its
+// kernels for the thread count when a primitive is created, so every
+// primitive is created after the count is set (the cache key includes it).
+#if defined(BNFF_BENCH_ONEDNN)
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "bench_common.hpp"
+#include "onednn_layers.hpp"
+
+namespace {
+
+namespace bench = bnff::bench;
+namespace od = bnff::bench::onednn;
+
+// Google Benchmark calls a benchmark function several times while it settles
+// the iteration count; build each setup (hundreds of MB, JIT-compiled
+// primitives) once and keep only the latest, so memory stays bounded.
+template <class T, class Make>
+T& cached(const std::string& key, int threads, Make&& make) {
+  static std::string last_key;
+  static std::shared_ptr<void> last;
+  const std::string k = key + "/threads:" + std::to_string(threads);
+  if (k != last_key || !last) {
+    last.reset();  // free the previous setup before building the next
+    last = std::make_shared<T>(make());
+    last_key = k;
+  }
+  return *static_cast<T*>(last.get());
+}
+
+// The activation layout bnff's BN kernels see for a tensor in this variant:
+// the layout oneDNN's 1x1 convolution picks for it (blocked), or nchw.
+dnnl::memory::desc bn_layout(const bnff::catalog::composite_layer& l, od::layout lay) {
+  if (lay == od::layout::nchw) return {od::dims_of(l.conv1().input_shape()), od::dt::f32, od::tag::nchw};
+  return od::convolution(l.conv1(), lay, od::data_md(l.conv1().input_shape(), lay),
+                         od::data_md(l.conv1().output_shape(), lay), false)
+      .src_md();
+}
+
+// Time `run` on a cached setup, one warm-up call first (first-touch of outputs, scratchpads).
+template <class T, class Make, class Run>
+void time_it(benchmark::State& state, const std::string& key, Make&& make, Run&& run, double bytes, double flops) {
+  const int threads = bench::use_threads(state);
+  T& setup = cached<T>(key, threads, std::forward<Make>(make));
+  run(setup);
+  state.SetLabel(setup.label());
+  for (auto _ : state) run(setup);
+  bench::set_counters(state, bytes, flops);
+}
+
+void register_layer(const bnff::catalog::composite_layer& l, od::layout lay) {
+  const std::string v = od::variant_name(lay);
+  const bnff::shape4 x = l.conv1().input_shape();
+  bench::add("bn_apply_relu", v, l.name, [=](benchmark::State& s) {
+    time_it<od::bn_apply_relu>(
+        s, "bn_apply_relu/" + v + "/" + l.name, [&] { return od::bn_apply_relu(bn_layout(l, lay)); },
+        [](const od::bn_apply_relu& k) { k.run(); }, bench::model::bn_apply_relu_bytes(x), 0.0);
+  });
+  bench::add("bn_backward", v, l.name, [=](benchmark::State& s) {
+    time_it<od::bn_backward>(
+        s, "bn_backward/" + v + "/" + l.name, [&] { return od::bn_backward(bn_layout(l, lay)); },
+        [](const od::bn_backward& k) { k.run(); }, bench::model::bn_backward_bytes(x), 0.0);
+  });
+  for (int which : {1, 2}) {
+    const auto p = which == 1 ? l.conv1() : l.conv2();
+    const std::string name = bench::conv_name(l, which);
+    bench::add("conv_fwd", v, name, [=](benchmark::State& s) {
+      time_it<od::conv_forward>(
+          s, "conv_fwd/" + v + "/" + name, [&] { return od::conv_forward(p, lay); },
+          [](const od::conv_forward& k) { k.run(); }, bench::model::conv_bytes(p), bench::model::conv_flops(p));
+    });
+  }
+  // The three layer families share one setup (same key), built once per thread count.
+  const std::string layer_key = "cpl/" + v + "/" + l.name;
+  const auto make = [=] { return od::composite_layer(l, lay); };
+  bench::add("cpl_fwd", v, l.name, [=](benchmark::State& s) {
+    time_it<od::composite_layer>(
+        s, layer_key, make, [](const od::composite_layer& k) { k.forward(); }, bench::model::cpl_fwd_bytes(l),
+        bench::model::cpl_fwd_flops(l));
+  });
+  bench::add("cpl_bwd", v, l.name, [=](benchmark::State& s) {
+    time_it<od::composite_layer>(
+        s, layer_key, make, [](const od::composite_layer& k) { k.backward(); }, bench::model::cpl_bwd_bytes(l),
+        bench::model::cpl_bwd_flops(l));
+  });
+  bench::add("cpl_step", v, l.name, [=](benchmark::State& s) {
+    time_it<od::composite_layer>(
+        s, layer_key, make,
+        [](const od::composite_layer& k) {
+          k.forward();
+          k.backward();
+        },
+        bench::model::cpl_step_bytes(l), bench::model::cpl_step_flops(l));
+  });
+}
+
+void register_bottleneck(const bnff::catalog::bottleneck_block& b, od::layout lay) {
+  const std::string v = od::variant_name(lay);
+  bench::add("bottleneck_step", v, b.name, [=](benchmark::State& s) {
+    time_it<od::bottleneck>(
+        s, "bottleneck/" + v + "/" + b.name, [&] { return od::bottleneck(b, lay); },
+        [](const od::bottleneck& k) {
+          k.forward();
+          k.backward();
+        },
+        bench::model::bottleneck_step_bytes(b), bench::model::bottleneck_step_flops(b));
+  });
+}
+
+const int registered = bench::register_family([](const bench::options& o) {
+  benchmark::AddCustomContext("onednn_version", std::to_string(dnnl::version()->major) + "." +
+                                                    std::to_string(dnnl::version()->minor) + "." +
+                                                    std::to_string(dnnl::version()->patch));
+  for (auto lay : {od::layout::blocked, od::layout::nchw}) {
+    for (const auto& l : bench::composite_layers(o)) register_layer(l, lay);
+    for (const auto& b : bench::bottlenecks(o)) register_bottleneck(b, lay);
+  }
+});
+
+}  // namespace
+
+#endif  // BNFF_BENCH_ONEDNN
