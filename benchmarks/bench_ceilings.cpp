@@ -156,8 +156,9 @@ void ceiling_triad(benchmark::State& state) {
   bnff::bench::set_counters(state, 3.0 * double(kFloats) * sizeof(float), 2.0 * double(kFloats));
 }
 
-// One iteration moves 0.5-1.5 GiB (30-100 ms): the run-wide minimum time (0.5 s,
-// 0.2 s with --quick) gives each a handful of iterations.
+// One iteration moves 0.5-1.5 GiB (30-100 ms): the run-wide minimum time (0.3 s,
+// 0.1 s with --quick) gives each a few iterations.
+
 const int registered = bnff::bench::register_family([](const bnff::bench::options&) {
   bnff::bench::add("ceiling_read", "ceiling", "512MiB", ceiling_read);
   bnff::bench::add("ceiling_copy", "ceiling", "512MiB", ceiling_copy);

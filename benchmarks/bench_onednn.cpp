@@ -29,19 +29,25 @@ namespace bench = bnff::bench;
 namespace od = bnff::bench::onednn;
 
 // Google Benchmark calls a benchmark function several times while it settles
-// the iteration count; build each setup (hundreds of MB, JIT-compiled
-// primitives) once and keep only the latest, so memory stays bounded.
+// the iteration count, and runs threads:1 and threads:2 of a benchmark in turn;
+// the layer families (cpl_fwd, cpl_bwd, cpl_step) share a setup. So setups
+// (hundreds of MB, JIT-compiled primitives) are built once per key and thread
+// count, and only the two latest are kept, so memory stays bounded.
 template <class T, class Make>
 T& cached(const std::string& key, int threads, Make&& make) {
-  static std::string last_key;
-  static std::shared_ptr<void> last;
+  struct slot {
+    std::string key;
+    std::shared_ptr<void> setup;
+  };
+  static slot slots[2];  // [0] most recent
   const std::string k = key + "/threads:" + std::to_string(threads);
-  if (k != last_key || !last) {
-    last.reset();  // free the previous setup before building the next
-    last = std::make_shared<T>(make());
-    last_key = k;
+  if (slots[1].key == k) std::swap(slots[0], slots[1]);
+  if (slots[0].key != k || !slots[0].setup) {
+    slots[1] = {};  // free the oldest before building
+    std::swap(slots[0], slots[1]);
+    slots[0] = {k, std::make_shared<T>(make())};
   }
-  return *static_cast<T*>(last.get());
+  return *static_cast<T*>(slots[0].setup.get());
 }
 
 // The activation layout bnff's BN kernels see for a tensor in this variant:
