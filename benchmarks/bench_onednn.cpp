@@ -16,7 +16,7 @@
 // primitive is created after the count is set (the cache key includes it).
 #if defined(BNFF_BENCH_ONEDNN)
 
-#include <functional>
+#include <exception>
 #include <memory>
 #include <string>
 
@@ -50,8 +50,8 @@ T& cached(const std::string& key, int threads, Make&& make) {
   return *static_cast<T*>(slots[0].setup.get());
 }
 
-// The activation layout bnff's BN kernels see for a tensor in this variant:
-// the layout oneDNN's 1x1 convolution picks for it (blocked), or nchw.
+// The layout oneDNN's standalone BN runs on: the one its 1x1 convolution picks
+// for the layer input (blocked), or nchw.
 dnnl::memory::desc bn_layout(const bnff::catalog::composite_layer& l, od::layout lay) {
   if (lay == od::layout::nchw) return {od::dims_of(l.conv1().input_shape()), od::dt::f32, od::tag::nchw};
   return od::convolution(l.conv1(), lay, od::data_md(l.conv1().input_shape(), lay),
@@ -63,10 +63,16 @@ dnnl::memory::desc bn_layout(const bnff::catalog::composite_layer& l, od::layout
 template <class T, class Make, class Run>
 void time_it(benchmark::State& state, const std::string& key, Make&& make, Run&& run, double bytes, double flops) {
   const int threads = bench::use_threads(state);
-  T& setup = cached<T>(key, threads, std::forward<Make>(make));
-  run(setup);
-  state.SetLabel(setup.label());
-  for (auto _ : state) run(setup);
+  T* setup = nullptr;
+  try {
+    setup = &cached<T>(key, threads, std::forward<Make>(make));
+    run(*setup);
+  } catch (const std::exception& e) {  // an unsupported case is reported, not fatal to the run
+    state.SkipWithError(e.what());
+    return;
+  }
+  state.SetLabel(setup->label());
+  for (auto _ : state) run(*setup);
   bench::set_counters(state, bytes, flops);
 }
 
