@@ -69,10 +69,46 @@ inline std::vector<catalog::bottleneck_block> bottlenecks(const options& o) {
 // Shape names: a family over one BN-sized tensor (stats, bn_apply_relu,
 // bn_backward) or over a whole layer (cpl_*, bottleneck_step) uses the layer's
 // catalog name, with the tensor being the layer's input (N x c_in x H x W);
-// a family over one convolution of a composite layer (conv_*, bn_relu_conv_fwd)
-// uses "<layer>.conv1" (the 1x1) or "<layer>.conv2" (the 3x3).
+// a family over one convolution (conv_*, bn_relu_conv_fwd) uses
+// "<layer>.conv1" / ".conv2" / ".conv3" (a composite layer's 1x1 and 3x3, a
+// bottleneck's three) or "<transition>.conv".
 inline std::string conv_name(const catalog::composite_layer& l, int which) {
   return l.name + ".conv" + std::to_string(which);
+}
+
+struct named_tensor {
+  std::string name;
+  shape4 shape;
+};
+struct named_conv {
+  std::string name;
+  conv2d_problem problem;
+};
+
+// Tensors for the BN families: the inputs of the selected transitions and
+// composite layers (--quick: densenet121.t1, 16x256x56x56, and b1.l6).
+inline std::vector<named_tensor> bn_tensors(const options& o) {
+  std::vector<named_tensor> out;
+  for (const auto& t : transitions(o)) out.push_back({t.name, t.conv().input_shape()});
+  for (const auto& l : composite_layers(o)) out.push_back({l.name, l.conv1().input_shape()});
+  return out;
+}
+
+// Convolutions for the single-conv families: both of every selected composite
+// layer, every selected transition's, every selected bottleneck's three.
+inline std::vector<named_conv> conv_problems(const options& o) {
+  std::vector<named_conv> out;
+  for (const auto& t : transitions(o)) out.push_back({t.name + ".conv", t.conv()});
+  for (const auto& l : composite_layers(o)) {
+    out.push_back({conv_name(l, 1), l.conv1()});
+    out.push_back({conv_name(l, 2), l.conv2()});
+  }
+  for (const auto& b : bottlenecks(o)) {
+    out.push_back({b.name + ".conv1", b.conv1()});
+    out.push_back({b.name + ".conv2", b.conv2()});
+    out.push_back({b.name + ".conv3", b.conv3()});
+  }
+  return out;
 }
 
 // Bytes and flops every variant of a family reports, so that GB/s and GFLOP/s

@@ -5,7 +5,7 @@
 //
 // Families: bn_apply_relu (inference-style BN with given statistics + fused
 // ReLU), bn_backward (BN backward through the fused ReLU, mask from the
-// forward's workspace), conv_fwd (the composite layer's 1x1 and 3x3),
+// forward's workspace), conv_fwd (every convolution of the selected layers),
 // cpl_fwd, cpl_bwd, cpl_step (a DenseNet composite layer) and bottleneck_step
 // (a ResNet-50 bottleneck). oneDNN has no statistics-only primitive (its
 // training BN always normalizes too), so `stats` has no oneDNN variant.
@@ -50,13 +50,13 @@ T& cached(const std::string& key, int threads, Make&& make) {
   return *static_cast<T*>(slots[0].setup.get());
 }
 
-// The layout oneDNN's standalone BN runs on: the one its 1x1 convolution picks
-// for the layer input (blocked), or nchw.
-dnnl::memory::desc bn_layout(const bnff::catalog::composite_layer& l, od::layout lay) {
-  if (lay == od::layout::nchw) return {od::dims_of(l.conv1().input_shape()), od::dt::f32, od::tag::nchw};
-  return od::convolution(l.conv1(), lay, od::data_md(l.conv1().input_shape(), lay),
-                         od::data_md(l.conv1().output_shape(), lay), false)
-      .src_md();
+// The layout oneDNN's standalone BN runs on: the one its 1x1 convolution
+// (to 128 channels, as in both DenseNet layers) picks for the tensor
+// (blocked), or nchw.
+dnnl::memory::desc bn_layout(const bnff::shape4& x, od::layout lay) {
+  if (lay == od::layout::nchw) return {od::dims_of(x), od::dt::f32, od::tag::nchw};
+  const bnff::conv2d_problem p{x.n, x.c, x.h, x.w, 128, 1, 1, 0, 1};
+  return od::convolution(p, lay, od::data_md(p.input_shape(), lay), od::data_md(p.output_shape(), lay), false).src_md();
 }
 
 // Time `run` on a cached setup, one warm-up call first (first-touch of outputs, scratchpads).
@@ -76,28 +76,33 @@ void time_it(benchmark::State& state, const std::string& key, Make&& make, Run&&
   bench::set_counters(state, bytes, flops);
 }
 
-void register_layer(const bnff::catalog::composite_layer& l, od::layout lay) {
+void register_bn(const bench::named_tensor& t, od::layout lay) {
   const std::string v = od::variant_name(lay);
-  const bnff::shape4 x = l.conv1().input_shape();
-  bench::add("bn_apply_relu", v, l.name, [=](benchmark::State& s) {
+  const bnff::shape4 x = t.shape;
+  bench::add("bn_apply_relu", v, t.name, [=](benchmark::State& s) {
     time_it<od::bn_apply_relu>(
-        s, "bn_apply_relu/" + v + "/" + l.name, [&] { return od::bn_apply_relu(bn_layout(l, lay)); },
+        s, "bn_apply_relu/" + v + "/" + t.name, [&] { return od::bn_apply_relu(bn_layout(x, lay)); },
         [](const od::bn_apply_relu& k) { k.run(); }, bench::model::bn_apply_relu_bytes(x), 0.0);
   });
-  bench::add("bn_backward", v, l.name, [=](benchmark::State& s) {
+  bench::add("bn_backward", v, t.name, [=](benchmark::State& s) {
     time_it<od::bn_backward>(
-        s, "bn_backward/" + v + "/" + l.name, [&] { return od::bn_backward(bn_layout(l, lay)); },
+        s, "bn_backward/" + v + "/" + t.name, [&] { return od::bn_backward(bn_layout(x, lay)); },
         [](const od::bn_backward& k) { k.run(); }, bench::model::bn_backward_bytes(x), 0.0);
   });
-  for (int which : {1, 2}) {
-    const auto p = which == 1 ? l.conv1() : l.conv2();
-    const std::string name = bench::conv_name(l, which);
-    bench::add("conv_fwd", v, name, [=](benchmark::State& s) {
-      time_it<od::conv_forward>(
-          s, "conv_fwd/" + v + "/" + name, [&] { return od::conv_forward(p, lay); },
-          [](const od::conv_forward& k) { k.run(); }, bench::model::conv_bytes(p), bench::model::conv_flops(p));
-    });
-  }
+}
+
+void register_conv(const bench::named_conv& c, od::layout lay) {
+  const std::string v = od::variant_name(lay);
+  const bnff::conv2d_problem p = c.problem;
+  bench::add("conv_fwd", v, c.name, [=](benchmark::State& s) {
+    time_it<od::conv_forward>(
+        s, "conv_fwd/" + v + "/" + c.name, [&] { return od::conv_forward(p, lay); },
+        [](const od::conv_forward& k) { k.run(); }, bench::model::conv_bytes(p), bench::model::conv_flops(p));
+  });
+}
+
+void register_layer(const bnff::catalog::composite_layer& l, od::layout lay) {
+  const std::string v = od::variant_name(lay);
   // The three layer families share one setup (same key), built once per thread count.
   const std::string layer_key = "cpl/" + v + "/" + l.name;
   const auto make = [=] { return od::composite_layer(l, lay); };
@@ -140,6 +145,8 @@ const int registered = bench::register_family([](const bench::options& o) {
                                                     std::to_string(dnnl::version()->minor) + "." +
                                                     std::to_string(dnnl::version()->patch));
   for (auto lay : {od::layout::blocked, od::layout::nchw}) {
+    for (const auto& t : bench::bn_tensors(o)) register_bn(t, lay);
+    for (const auto& c : bench::conv_problems(o)) register_conv(c, lay);
     for (const auto& l : bench::composite_layers(o)) register_layer(l, lay);
     for (const auto& b : bench::bottlenecks(o)) register_bottleneck(b, lay);
   }
