@@ -20,7 +20,6 @@
 #include <cmath>
 #include <cstdint>
 #include <memory>
-#include <random>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -66,11 +65,18 @@ struct tensor {
   memory::desc desc() const { return mem.get_desc(); }
 };
 
+// Uniform floats in [lo, hi) from a splitmix64 stream: cheap enough to fill the
+// hundreds of MB a bottleneck setup needs without slowing the run down.
 inline std::vector<float> random_floats(std::size_t n, std::uint64_t seed, float lo, float hi) {
-  std::mt19937_64 gen(seed);
-  std::uniform_real_distribution<float> d(lo, hi);
   std::vector<float> v(n);
-  for (auto& x : v) x = d(gen);
+  std::uint64_t state = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (auto& x : v) {
+    std::uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    x = lo + (hi - lo) * float(z >> 40) * (1.0f / 16777216.0f);  // 24 random bits
+  }
   return v;
 }
 

@@ -239,12 +239,10 @@ def check_targets(entries, ceil):
                 if r:
                     vals.append((r, e.shape, e.threads))
             elif kind == "vs_plain":
-                # the plain conv at the same shape: conv_fwd's bnff variant
-                plain = [p for p in entries.values()
-                         if p.family == "conv_fwd" and p.shape == e.shape and p.threads == e.threads
-                         and not p.variant.startswith("onednn")]
-                if plain and e.flops and plain[0].flops:
-                    vals.append((e.flops / plain[0].flops, e.shape, e.threads))
+                # the plain conv at the same shape: bnff's own engine (conv_fwd/fused)
+                plain = entries.get(("conv_fwd", "fused", e.shape, e.threads))
+                if plain and e.flops and plain.flops:
+                    vals.append((e.flops / plain.flops, e.shape, e.threads))
         if kind == "ceiling":
             text = f"`{fam}` fused >= {goal:.0%} of `{CEILING_OF[fam]}`"
         elif kind == "speedup":
