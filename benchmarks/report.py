@@ -118,20 +118,25 @@ def load(path):
     entries = {}
     for key, r in runs.items():
         e = Entry(*key)
-        rows = [r["median"]] if r["median"] else r["iterations"]
+        # A ceiling is the best the machine did, so with repetitions it takes
+        # the best one; kernels take the median (aggregate, else of the runs).
+        best = key[0] in CEILINGS and len(r["iterations"]) > 1
+        rows = r["iterations"] if best or not r["median"] else [r["median"]]
         if not rows:
             continue
+        pick = max if best else statistics.median
 
-        def med(field, scale=1.0):
-            vals = [x[field] * scale for x in rows if x.get(field) is not None]
-            return statistics.median(vals) if vals else None
+        def rate(field):
+            vals = [x[field] for x in rows if x.get(field) is not None]
+            return pick(vals) if vals else None
 
-        e.ms = statistics.median(x["real_time"] * TIME_SCALE[x.get("time_unit", "ns")] for x in rows)
-        e.bps = med("bytes_per_second")
-        e.flops = med("flops")
+        times = [x["real_time"] * TIME_SCALE[x.get("time_unit", "ns")] for x in rows]
+        e.ms = min(times) if best else statistics.median(times)
+        e.bps = rate("bytes_per_second")
+        e.flops = rate("flops")
         e.label = rows[0].get("label", "")
-        e.source = ("median aggregate" if r["median"] else
-                    f"median of {len(rows)} repetitions" if len(rows) > 1 else "single run")
+        e.source = ("best of %d repetitions" % len(rows) if best else "median aggregate" if r["median"] else
+                    "median of %d repetitions" % len(rows) if len(rows) > 1 else "single run")
         entries[key] = e
     return entries, data.get("context", {}), errors, unparsed
 
@@ -328,6 +333,10 @@ def write_report(path_json, entries, context, errors, unparsed, out_dir, plots):
             L.append("")
         L.extend(lines)
         plot_data[fam] = (base, rows)
+        if any(re.search(r"\| (1[0-9][0-9]|[2-9][0-9][0-9])% ", ln) for ln in lines[2:]):
+            L.append("")
+            L.append("Above 100% of a ceiling means the ceiling's run was slowed by other work on the machine: "
+                     "rerun, or use `--benchmark_repetitions` (ceilings then take their best repetition).")
     others = sorted(present - set(FAMILIES))
     if others:
         L.append("")
