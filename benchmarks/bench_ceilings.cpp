@@ -13,6 +13,8 @@
 // Bytes counted are the bytes the loop must move: read n, copy 2n, triad 3n.
 #include <xsimd/xsimd.hpp>
 
+#include <memory>
+
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -32,10 +34,12 @@ constexpr index_t kFloats = index_t(128) << 20;
 constexpr index_t kBlock = 4096;
 constexpr index_t kTasks = 64;
 
-// One pool for all ceilings (three arrays: triad's a, b, c), made on first use.
+// Three arrays shared by the ceilings (triad's a, b, c), each made on first
+// use and kept: a run of one ceiling allocates only what it needs.
 float* pool(int array) {
-  static bnff::bench::buffer<float> p(std::size_t(3 * kFloats), 1.0f);
-  return p.data() + array * kFloats;
+  static std::unique_ptr<bnff::bench::buffer<float>> arrays[3];
+  if (!arrays[array]) arrays[array] = std::make_unique<bnff::bench::buffer<float>>(std::size_t(kFloats), 1.0f);
+  return arrays[array]->data();
 }
 
 bnff::index_range task_range(index_t t) {
