@@ -6,10 +6,10 @@
 // one, so "% of ceiling" is a demanding figure:
 // - read: two interleaved streams per task plus a software prefetch 2 KiB ahead
 //   keep more cache-line misses in flight than the hardware prefetcher alone
-//   (about 10-15% over a single plain stream on the reference machine);
+//   (about 10-17% over a single plain stream on the reference machine);
 // - copy and triad: non-temporal stores, which skip the read-for-ownership of
 //   the destination (a plain store moves 3 bytes per 2 counted for copy, 4 per 3
-//   for triad) and were 25-40% faster than plain stores there.
+//   for triad) and were 35-40% faster than plain stores there.
 // Bytes counted are the bytes the loop must move: read n, copy 2n, triad 3n.
 #include <xsimd/xsimd.hpp>
 

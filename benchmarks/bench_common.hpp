@@ -173,10 +173,11 @@ inline int register_family(family_fn f) {
 }
 
 // A 64-byte-aligned buffer, touched on creation so page faults stay out of timings.
-// Buffers of 2 MiB or more are backed by transparent huge pages where Linux
-// allows it (as large framework allocations usually are): with 4 KiB pages the
-// hardware prefetchers stop at every page boundary and a single core streamed
-// 15-20% slower on the reference machine, which would blur the ceilings.
+// Buffers of 2 MiB or more ask Linux for transparent huge pages (what an
+// allocator gets with THP "always" or its own madvise), for bnff, its baselines
+// and the ceilings alike: with 4 KiB pages the hardware prefetchers stop at
+// every page boundary and one core streamed up to 20% slower on the reference
+// machine, which would blur the ceilings.
 template <class T>
 struct buffer {
   struct free_deleter {
