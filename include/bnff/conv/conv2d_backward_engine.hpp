@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <type_traits>
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
@@ -82,7 +83,7 @@ struct conv2d_backward_weights_plan {
   using batch = xsimd::batch<T, Arch>;
   static constexpr index_t width = index_t(batch::size);
   static constexpr index_t mb = 4, nb = 4;  // register block: 16 vector accumulators, 8 loads per 16 FMAs
-  static constexpr index_t kc = 1024;        // positions per packed chunk (a multiple of every width)
+  static constexpr index_t kc = 1024;       // positions per packed chunk (a multiple of every width)
   static_assert(kc % width == 0, "chunks are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
@@ -116,7 +117,13 @@ struct conv2d_backward_weights_plan {
 
   index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * kc); }
   index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
-  index_t workspace_size(int threads) const noexcept { return index_t(threads) * (packed_a_size() + packed_b_size()); }
+  // Non-pointwise problems: one input image transformed by the prologue (only the rows a
+  // chunk reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  index_t transformed_size() const noexcept {
+    return problem.is_pointwise() ? 0 : gemm::aligned_extent<T>(problem.c * problem.h * problem.w);
+  }
+  index_t per_thread_size() const noexcept { return packed_a_size() + packed_b_size() + transformed_size(); }
+  index_t workspace_size(int threads) const noexcept { return index_t(threads) * per_thread_size(); }
 };
 
 namespace detail {
@@ -243,10 +250,13 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
   constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
-  const index_t per_thread = plan.packed_a_size() + plan.packed_b_size();
+  const index_t per_thread = plan.per_thread_size();
+  constexpr bool transforms = !std::is_same_v<Prologue, identity_prologue>;
+  const identity_prologue identity{};
   parallel_region([&](int thread, int threads) {
     T* ap = gemm::align_pointer(workspace + index_t(thread) * per_thread);
     T* bp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size());
+    T* xt = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size() + plan.packed_b_size());
     for (index_t task = thread; task < plan.tasks; task += threads) {
       const index_t i0 = (task / plan.col_blocks) * plan.row_block, j0 = (task % plan.col_blocks) * plan.col_block;
       const index_t nrows = std::min(plan.row_block, plan.rows - i0), ncols = std::min(plan.col_block, plan.cols - j0);
@@ -265,6 +275,20 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           }
           if (pointwise) {
             pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
+            packer.pack(j0, ncols, bp + off, kcp);
+          } else if (transforms) {
+            // Transform the input rows this segment's taps read (channels of the column block,
+            // rows of its output rows' windows) once, then build im2col by copying.
+            const index_t rs = pb.r * pb.s, hw = pb.h * pb.w;
+            const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
+            const index_t p_lo = pos0 / pb.q(), p_hi = (pos0 + len - 1) / pb.q();
+            const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
+            const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
+            for (index_t c = c_lo; c <= c_hi; ++c)
+              for (index_t ih = ih_lo; ih <= ih_hi; ++ih)
+                prologue.template transform<Arch>(c, x.plane_ptr(n, c) + ih * x.strides().h, xt + c * hw + ih * pb.w,
+                                                  pb.w);
+            im2col_packer<T, Arch, identity_prologue> packer{xt, hw, pb.w, pb, pos0, len, identity};
             packer.pack(j0, ncols, bp + off, kcp);
           } else {
             im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
