@@ -158,7 +158,7 @@ TEST_CASE("cli: the run configuration text records what decides the trajectory",
                                                      "x", "--resume", "y"})));
   CHECK(run_config_text(a) == run_config_text(parse({"--compare"})));
   for (const auto& change : std::vector<std::vector<std::string>>{{"--seed", "2"},
-                                                                  {"--batch", "32"},
+                                                                  {"--batch", "16"},
                                                                   {"--epochs", "5"},
                                                                   {"--lr", "0.2"},
                                                                   {"--growth", "16"},

@@ -27,8 +27,8 @@ struct options {
   bool help = false;
   std::string preset = "cifar-small";
   model_config model;
-  bnff::index_t batch = 64;
-  int epochs = 4;
+  bnff::index_t batch = 32;
+  int epochs = 3;
   long long steps = 0;  // stop once the run's global step count reaches this; 0: no limit
   int threads = 0;      // 0: every available thread
   double lr = 0.1, momentum = 0.9, weight_decay = 1e-4;
@@ -36,7 +36,7 @@ struct options {
   impl_kind impl = impl_kind::fused;
   bool compare = false;
   data_source data;
-  long long train_images = 8000, val_images = 2000;  // synthetic data only
+  long long train_images = 3000, val_images = 1000;  // synthetic data only
   std::string save_path, resume_path;
 };
 
@@ -101,8 +101,8 @@ inline std::string usage(const std::string& program) {
          "  --image-size S         square input extent (cifar-small: 32)\n"
          "\n"
          "Training:\n"
-         "  --batch N              images per step (cifar-small: 64, densenet121-block1: 16)\n"
-         "  --epochs N             passes over the training set; sets the schedule (cifar-small: 4)\n"
+         "  --batch N              images per step (cifar-small: 32, densenet121-block1: 16)\n"
+         "  --epochs N             passes over the training set; sets the schedule (cifar-small: 3)\n"
          "  --steps N              stop when the run reaches N steps in total (default 0: no limit)\n"
          "  --lr F                 peak learning rate, cosine decay to 0 over all epochs (default 0.1)\n"
          "  --momentum F           SGD momentum in [0, 1) (default 0.9)\n"

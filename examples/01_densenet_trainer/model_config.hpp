@@ -95,7 +95,7 @@ inline std::vector<preset> presets() {
   block1.growth = 32;  // bottleneck 4 x 32 = 128
   return {
       {"cifar-small", "small CIFAR-size DenseNet-BC: 32x32, 3 blocks of 4 layers, growth 12, compression 0.5", small,
-       64, 4, 8000, 2000},
+       32, 3, 3000, 1000},
       {"densenet121-block1",
        "DenseNet-121's first dense block at 56x56: 64 channels in, 6 layers, growth 32, bottleneck 128 (for timing)",
        block1, 16, 1, 2000, 400},

@@ -284,7 +284,7 @@ inline comparison compare(model& a, model& b, const dataset& train, const run_se
 // no step keeps, is shown apart).
 inline std::string format_comparison(const comparison& c, std::uint64_t scratch_a, std::uint64_t scratch_b,
                                      const std::string& name_a = "fused", const std::string& name_b = "unfused") {
-  char buf[1024];
+  char buf[1536];
   const double ratio = c.activation_bytes_b ? double(c.activation_bytes_a) / double(c.activation_bytes_b) : 0;
   std::snprintf(buf, sizeof buf,
                 "comparison over %zu steps\n"
@@ -293,7 +293,9 @@ inline std::string format_comparison(const comparison& c, std::uint64_t scratch_
                 "  time per step (median)             %s %.2f ms, %s %.2f ms: %s %.2fx faster\n"
                 "  peak activation memory             %s %s\n"
                 "                                     %s %s: %s keeps %.2fx\n"
-                "  scratch (not kept between steps)   %s %s, %s %s\n",
+                "  scratch (not kept between steps)   %s %s, %s %s\n"
+                "  (later losses drift apart as SGD amplifies float rounding differences, as it amplifies\n"
+                "   a 1-ulp change of one weight; the step-1 gradients compare the implementations)\n",
                 c.loss_a.size(), c.first_step_gradient_difference, c.max_relative_difference, name_a.c_str(),
                 1e3 * c.median_seconds_a, name_b.c_str(), 1e3 * c.median_seconds_b, name_a.c_str(), c.speedup(),
                 name_a.c_str(), format_bytes(c.activation_bytes_a).c_str(), name_b.c_str(),
