@@ -87,10 +87,15 @@ struct im2col_packer {
 
   void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
     const index_t q_extent = pb.q(), rs = pb.r * pb.s;
+    const bool same_width = pb.stride == 1 && q_extent == pb.w && ldh == pb.w;
     for (index_t k = 0; k < kcount; ++k) {
       const index_t kk = k0 + k, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
       const T* xc = x + c * ldx;
       T* dst = bp + k * ldb;
+      if (same_width) {
+        pack_shifted(c, r, s, xc, dst);
+        continue;
+      }
       index_t j = 0;
       while (j < cols) {
         const index_t pos = col0 + j, p = pos / q_extent, q0 = pos % q_extent;
@@ -118,6 +123,26 @@ struct im2col_packer {
         j += run;
       }
     }
+  }
+
+  // Stride 1 with Q == W (e.g. 3x3 pad 1): output position pos reads input element
+  // pos + (r - pad) * W + (s - pad) of the flat plane, so a whole row of B is one shifted
+  // run through the prologue; then the taps that fell off the left or right edge of an
+  // input row (wrapped into a neighbour row) are overwritten with zeros.
+  void pack_shifted(index_t c, index_t r, index_t s, const T* xc, T* dst) const {
+    const index_t w = pb.w, hw = pb.h * w, dr = (r - pb.pad) * w, ds = s - pb.pad, shift = dr + ds;
+    // Valid rows: 0 <= col0 + j + dr < hw; readable elements: 0 <= col0 + j + shift < hw.
+    const index_t lo = std::clamp<index_t>(std::max(-dr, -shift) - col0, 0, cols);
+    const index_t hi = std::clamp<index_t>(std::min(hw - dr, hw - shift) - col0, lo, cols);
+    std::fill(dst, dst + lo, T(0));
+    prologue.template transform<Arch>(c, xc + col0 + lo + shift, dst + lo, hi - lo);
+    std::fill(dst + hi, dst + cols, T(0));
+    if (ds == 0) return;
+    // Columns q < -ds (ds < 0) or q >= w - ds (ds > 0) of every output row are padding.
+    const index_t first = ds < 0 ? 0 : w - ds, count = ds < 0 ? -ds : ds;
+    index_t j = first - col0 % w;  // start of the current output row's run, relative to the tile
+    if (j + count <= 0) j += w;    // that run ends before the tile: start with the next row's
+    for (; j < cols; j += w) std::fill(dst + std::max<index_t>(j, 0), dst + std::min(j + count, cols), T(0));
   }
 };
 
