@@ -6,8 +6,8 @@
 //
 // 1x1 stride-1 convolutions read B_n straight from the input planes (no im2col);
 // other shapes build each block of B_n from the input rows it covers. Tasks are
-// fixed by the problem size; threads only pick which task to run, so outputs and
-// epilogue results are identical for any thread count.
+// fixed by the problem size; threads only claim which task to run next, so outputs
+// and epilogue results are identical for any thread count.
 #pragma once
 
 #include <algorithm>
@@ -17,6 +17,7 @@
 #include "bnff/conv/conv2d_problem.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -158,9 +159,10 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
       pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
   const bool pointwise = pb.is_pointwise();
   T* b_base = workspace + plan.packed_a_size();
-  parallel_region([&](int thread, int threads) {
+  gemm::task_queue queue(plan.tasks);
+  parallel_region([&](int thread, int) {
     T* bp = gemm::align_pointer(b_base + index_t(thread) * plan.packed_b_size());
-    for (index_t task = thread; task < plan.tasks; task += threads) {
+    for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
       const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;
       const index_t cols = std::min(plan.tile, plan.plane - col0);
       T* c = y.plane_ptr(n, 0) + col0;
