@@ -32,12 +32,47 @@ BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&
     return (a[0] + a[1]) + (a[2] + a[3]);
 }
 
+// Blocks of at most this many batches (a 7 x 7 plane in float on AVX-512)
+// take a path that keeps them in registers between the two passes: small
+// blocks are bound by the latency of the reductions, not by the adds.
+constexpr index_t moments_register_batches = 4;
+
+// block_moments for 0 < len <= moments_register_batches * W: the same two
+// passes and final formula, the loads done once, no loops, shorter trees.
+template <class T, class Arch>
+moments block_moments_in_registers(const T* x, index_t len) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t w = index_t(batch::size), k = moments_register_batches;
+  batch v[k], d[k];
+  for (index_t i = 0; i < k; ++i) {
+    const index_t left = len - i * w;
+    v[i] = left >= w ? batch::load_unaligned(x + i * w)
+                     : (left > 0 ? simd::load_partial<Arch>(x + i * w, left, T(0)) : batch(T(0)));
+  }
+  const double n = double(len);
+  const T shift = T(double(simd::reduce_add((v[0] + v[1]) + (v[2] + v[3]))) * (1.0 / n));
+  const batch vshift(shift);
+  for (index_t i = 0; i < k; ++i) {
+    const index_t left = len - i * w;
+    // Padded lanes of the tail reload as `shift`: their d is 0.
+    d[i] = left >= w ? v[i] - vshift
+                     : (left > 0 ? simd::load_partial<Arch>(x + i * w, left, shift) - vshift : batch(T(0)));
+  }
+  const double sum_d = simd::reduce_add_double((d[0] + d[1]) + (d[2] + d[3]));
+  const double sum_d2 =
+      simd::reduce_add_double(xsimd::fma(d[0], d[0], d[1] * d[1]) + xsimd::fma(d[2], d[2], d[3] * d[3]));
+  double m2 = sum_d2 - rounded(sum_d * (sum_d / n));
+  if (m2 < 0) m2 = 0;
+  return {n, double(shift) + sum_d / n, m2};
+}
+
 }  // namespace detail
 
 // (count, mean, M2) of x[0, len). Two passes over the block, both from cache:
 //   pass 1: shift = mean estimate (SIMD sum per chunk, chunks added in double);
 //   pass 2: d = x - shift, sum(d) and sum(d^2), flushed into double;
 //   mean = shift + sum(d)/len,  M2 = sum(d^2) - sum(d)^2/len.
+// Blocks of up to four batches are loaded once and kept in registers.
 // d is exact in T (Sterbenz) where x is near the mean, so no digits cancel
 // however large |mean| / std is, and a constant block gives M2 exactly 0.
 // NaN or infinity anywhere gives a NaN mean and M2. Deterministic: the bits
@@ -48,6 +83,8 @@ moments block_moments(const T* x, index_t len) noexcept {
   using batch = xsimd::batch<T, Arch>;
   constexpr index_t chunk = detail::moments_flush_batches * index_t(batch::size);
   if (len <= 0) return {};
+  if (len <= detail::moments_register_batches * index_t(batch::size))
+    return detail::block_moments_in_registers<T, Arch>(x, len);
 
   // Pass 1: the shift. Each chunk's sum is reduced in T (it only has to land
   // near the mean) and the chunks are added in double, so length does not matter.
@@ -60,7 +97,7 @@ moments block_moments(const T* x, index_t len) noexcept {
                                                               [&](auto lanes, auto s) { a[s] += lanes.load(p, T(0)); });
     sum += double(simd::reduce_add(detail::tree_sum(a)));
   }
-  const T shift = T(sum / double(len));
+  const T shift = T(sum * (1.0 / double(len)));  // near the mean is enough: no division on the critical path
   const batch vshift(shift);
 
   // Pass 2: deviations from the shift, accumulated in T per chunk, flushed into double.
