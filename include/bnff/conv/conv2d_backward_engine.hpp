@@ -1,0 +1,324 @@
+// bnff: the convolution backward engines, on the forward engine's packers, GEMM
+// driver and microkernel.
+//
+// Data gradient, dX = conv_transpose(dY, W):
+//   - stride 1, square kernel: a forward convolution of dY with the flipped,
+//     transposed weights Wt[c, k, r, s] = W[k, c, R-1-r, S-1-s] and padding R-1-pad,
+//     run by the forward engine with its epilogues (tasks: image x column tile);
+//   - otherwise (or when accumulating into dX): cols_n[CRS x PQ] = W^T * dY_n block
+//     by block, each finished block scatter-added into dX_n (col2im); one task per
+//     image, so the additions run in one fixed order.
+// Weight gradient, dW[K x CRS] = sum_n dY_n[K x PQ] * im2col(prologue(X_n))^T:
+//   tasks own blocks of dW and loop over every image and position in order, so
+//   the reduction over images is deterministic; the input operand is built by
+//   the forward im2col/pointwise packers (with their prologue: padding stays zero
+//   after the transform). Both operands keep positions contiguous, so the product is
+//   a block of dot products along positions (no transposes).
+#pragma once
+
+#include <algorithm>
+#include <optional>
+#include <type_traits>
+#include <xsimd/xsimd.hpp>
+
+#include "bnff/config.hpp"
+#include "bnff/conv/conv2d_engine.hpp"
+#include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/fusion/identity_prologue.hpp"
+#include "bnff/fusion/output_tile.hpp"
+#include "bnff/gemm/block_gemm.hpp"
+#include "bnff/parallel/parallel.hpp"
+#include "bnff/stats/stats_partition.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff {
+
+// How the data gradient of `problem` is cut; every size is a function of the problem alone.
+template <class T, class Arch = xsimd::default_arch>
+struct conv2d_backward_data_plan {
+  using blk = gemm::blocking<T, Arch>;
+  conv2d_problem problem{};
+  // Stride 1 and a square kernel: dX is the forward convolution `forward` of dY.
+  std::optional<conv2d_plan<T, Arch>> forward;
+  // The col2im path: GEMM rows C*R*S, depth K, column tiles over the P x Q plane.
+  index_t rows = 0, plane = 0, tile = 0, tiles = 0;
+
+  conv2d_backward_data_plan(const conv2d_problem& pb, bool accumulate) : problem(pb) {
+    if (pb.stride == 1 && pb.r == pb.s && !accumulate)
+      forward.emplace(conv2d_problem{pb.n, pb.k, pb.p(), pb.q(), pb.c, pb.r, pb.s, pb.r - 1 - pb.pad, 1});
+    rows = pb.c * pb.r * pb.s;
+    plane = pb.p() * pb.q();
+    // Column tiles bounded so that the rows x tile block of columns stays near L2 size.
+    const index_t max_cols = std::clamp<index_t>((index_t(1) << 17) / rows, blk::nr, blk::nc_max);
+    const index_t parts = gemm::ceil_div(plane, max_cols);
+    tile = gemm::round_up(gemm::ceil_div(plane, parts), blk::nr);
+    tiles = gemm::ceil_div(plane, tile);
+  }
+
+  // Elements of the flipped, transposed weights (forward path).
+  index_t weights_size() const noexcept { return gemm::aligned_extent<T>(problem.filter_shape().size()); }
+  index_t packed_a_size() const noexcept {
+    return gemm::aligned_extent<T>(gemm::packed_a_size<T, Arch>(rows, problem.k));
+  }
+  index_t packed_b_size() const noexcept {
+    return gemm::aligned_extent<T>(gemm::packed_b_size<T, Arch>(problem.k, tile));
+  }
+  index_t cols_size() const noexcept { return gemm::aligned_extent<T>(rows * tile); }
+  index_t workspace_size(int threads) const noexcept {
+    if (forward) return weights_size() + forward->workspace_size(threads);
+    return packed_a_size() + index_t(threads) * (packed_b_size() + cols_size());
+  }
+  // The partition of dX the fused epilogues reduce over: one partial per (channel, image,
+  // block); blocks are the forward engine's column tiles, or fixed blocks of whole planes.
+  stats_partition partition() const noexcept {
+    return stats_partition{problem.n, problem.c, problem.h * problem.w, forward ? forward->tile : default_stats_block};
+  }
+};
+
+// How the weight gradient of `problem` is cut. dW[K x CRS] is a matrix of dot products over
+// the N * P * Q positions; each task owns a block of it and runs its dot products over every
+// image and position in order (so the reduction never depends on the thread count).
+template <class T, class Arch = xsimd::default_arch>
+struct conv2d_backward_weights_plan {
+  using batch = xsimd::batch<T, Arch>;
+  static constexpr index_t width = index_t(batch::size);
+  static constexpr index_t mb = 4, nb = 4;  // register block: 16 vector accumulators, 8 loads per 16 FMAs
+  static constexpr index_t kc = 1024;       // positions per packed chunk (a multiple of every width)
+  static_assert(kc % width == 0, "chunks are whole batches");
+  conv2d_problem problem{};
+  index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
+  index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
+  // The N * P * Q positions, in (image, position) order, cut into `chunks` equal runs of
+  // `chunk` positions (the last shorter): a run may span images, so small planes still
+  // give long dot products.
+  index_t chunk = 0, chunks = 0;
+
+  explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
+    rows = pb.k;
+    cols = pb.c * pb.r * pb.s;
+    plane = pb.p() * pb.q();
+    const index_t total = pb.n * plane;
+    chunks = gemm::ceil_div(total, kc);
+    chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
+    chunks = gemm::ceil_div(total, chunk);
+    // Column blocks of at most about 128 input rows (a 128 x kc packed block stays in L2 while
+    // every row of dY sweeps it), their count a multiple of 4 when there are several (tasks
+    // then divide evenly among 2 or 4 threads); rows split further when there are fewer than
+    // 4 column blocks, so that two threads share small problems.
+    const index_t craw = gemm::ceil_div(cols, 128);
+    const index_t cparts = craw > 1 ? std::min(gemm::round_up(craw, 4), std::max<index_t>(1, cols / 16)) : 1;
+    col_block = gemm::round_up(gemm::ceil_div(cols, cparts), nb);
+    col_blocks = gemm::ceil_div(cols, col_block);
+    const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(4, col_blocks));
+    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), mb);
+    row_blocks = gemm::ceil_div(rows, row_block);
+    tasks = row_blocks * col_blocks;
+  }
+
+  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * kc); }
+  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
+  // Non-pointwise problems: one input image transformed by the prologue (only the rows a
+  // chunk reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  index_t transformed_size() const noexcept {
+    return problem.is_pointwise() ? 0 : gemm::aligned_extent<T>(problem.c * problem.h * problem.w);
+  }
+  index_t per_thread_size() const noexcept { return packed_a_size() + packed_b_size() + transformed_size(); }
+  index_t workspace_size(int threads) const noexcept { return index_t(threads) * per_thread_size(); }
+};
+
+namespace detail {
+
+// Wt[c, k, r, s] = W[k, c, R-1-r, S-1-s]: the forward weights of the transposed convolution.
+template <class T>
+void flip_transpose_weights(const conv2d_problem& pb, const tensor_view<const T>& w, T* wt) {
+  for (index_t c = 0; c < pb.c; ++c)
+    for (index_t k = 0; k < pb.k; ++k)
+      for (index_t r = 0; r < pb.r; ++r)
+        for (index_t s = 0; s < pb.s; ++s) *wt++ = w(k, c, pb.r - 1 - r, pb.s - 1 - s);
+}
+
+// dX_n[c, p * stride - pad + r, q * stride - pad + s] += cols[(c, r, s), position] for the
+// rows [row0, row0 + nrows) of a finished column block (positions col0 .. col0 + ncols).
+template <class T>
+void col2im_add(const conv2d_problem& pb, const T* cols, index_t ldc, index_t row0, index_t nrows, index_t col0,
+                index_t ncols, T* dx, index_t ldx, index_t ldh) {
+  const index_t q_extent = pb.q(), rs = pb.r * pb.s;
+  for (index_t i = row0; i < row0 + nrows; ++i) {
+    const index_t c = i / rs, r = (i % rs) / pb.s, s = i % pb.s;
+    const T* src = cols + i * ldc;
+    T* xc = dx + c * ldx;
+    index_t j = 0;
+    while (j < ncols) {
+      const index_t pos = col0 + j, p = pos / q_extent, q0 = pos % q_extent;
+      const index_t run = std::min(ncols - j, q_extent - q0);
+      const index_t ih = p * pb.stride - pb.pad + r;
+      if (ih >= 0 && ih < pb.h) {
+        const index_t off = s - pb.pad;
+        index_t qlo = off >= 0 ? 0 : (-off + pb.stride - 1) / pb.stride;
+        index_t qhi = (pb.w - 1 - off) >= 0 ? (pb.w - 1 - off) / pb.stride + 1 : 0;
+        qlo = std::clamp(qlo, q0, q0 + run);
+        qhi = std::clamp(qhi, qlo, q0 + run);
+        T* row = xc + ih * ldh + off;
+        const T* s0 = src + j - q0;
+        if (pb.stride == 1)
+          for (index_t q = qlo; q < qhi; ++q) row[q] += s0[q];
+        else
+          for (index_t q = qlo; q < qhi; ++q) row[q * pb.stride] += s0[q];
+      }
+      j += run;
+    }
+  }
+}
+
+// The data-gradient engine; arguments are assumed valid (the public operations check them).
+// Accumulate (only on the col2im path) adds to dx instead of overwriting it. Epilogue
+// receives every block of dx once, after it is final: an output_tile over channels and
+// positions of one image, with col0 on a boundary of plan.partition().
+template <class T, class Arch, class Epilogue>
+void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, const tensor_view<const T>& dy,
+                              const tensor_view<const T>& w, const tensor_view<T>& dx, bool accumulate,
+                              const Epilogue& epilogue, T* workspace) {
+  const conv2d_problem& pb = plan.problem;
+  if (plan.forward) {
+    T* wt = gemm::align_pointer(workspace);
+    flip_transpose_weights(pb, w, wt);
+    const tensor_view<const T> wtv(wt, shape4{pb.c, pb.k, pb.r, pb.s});
+    conv2d_forward_run(*plan.forward, dy, wtv, dx, identity_prologue{}, epilogue, workspace + plan.weights_size());
+    return;
+  }
+  const index_t rs = pb.r * pb.s;
+  T* ap = gemm::align_pointer(workspace);
+  gemm::pack_a<T, Arch>(
+      plan.rows, pb.k, [&](index_t i, index_t k) { return w(k, i / rs, (i % rs) / pb.s, i % pb.s); }, ap);
+  T* base = workspace + plan.packed_a_size();
+  const identity_prologue identity{};
+  parallel_region([&](int thread, int threads) {
+    T* bp = gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()));
+    T* cols =
+        gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()) + plan.packed_b_size());
+    for (index_t n = thread; n < pb.n; n += threads) {
+      T* dxn = dx.plane_ptr(n, 0);
+      const index_t ldx = dx.strides().c, ldh = dx.strides().h;
+      if (!accumulate)
+        for (index_t c = 0; c < pb.c; ++c) std::fill(dxn + c * ldx, dxn + c * ldx + pb.h * pb.w, T(0));
+      for (index_t t = 0; t < plan.tiles; ++t) {
+        const index_t col0 = t * plan.tile, ncols = std::min(plan.tile, plan.plane - col0);
+        pointwise_packer<T, Arch, identity_prologue> packer{dy.plane_ptr(n, 0) + col0, dy.strides().c, ncols, identity};
+        gemm::gemm_tile<T, Arch>(plan.rows, pb.k, ap, packer, bp, cols, plan.tile, ncols,
+                                 [&](index_t row0, index_t nrows) {
+                                   col2im_add(pb, cols, plan.tile, row0, nrows, col0, ncols, dxn, ldx, ldh);
+                                 });
+      }
+      epilogue(output_tile<T>{dxn, dx.strides().c, n, 0, pb.c, 0, pb.h * pb.w});
+    }
+  });
+}
+
+// out[i * nb + j] = sum_k a[i * ld + k] * b[j * ld + k] for a 4 x 4 block of rows, over len
+// positions (a multiple of the width, rows aligned): 16 independent FMA chains cover the
+// FMA latency; each accumulator is reduced once per call (a few percent of a kc-long call).
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE void dot_block_4x4(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
+                                      T* out) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  batch acc[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) acc[i] = batch(T(0));
+  for (index_t k = 0; k < len; k += width) {
+    batch av[4], bv[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) av[i] = batch::load_aligned(a + i * ld + k);
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; ++j) bv[j] = batch::load_aligned(b + j * ld + k);
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i)
+#pragma GCC unroll 4
+      for (int j = 0; j < 4; ++j) acc[i * 4 + j] = xsimd::fma(av[i], bv[j], acc[i * 4 + j]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) out[i] = xsimd::hadd(acc[i]);
+}
+
+// Weight-gradient engine; arguments assumed valid. dw: K x CRS row-major with row stride ldw.
+// Prologue transforms the stored input while it is packed (the forward's prologue).
+template <class T, class Arch, class Prologue>
+void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
+                                 const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
+                                 T* workspace) {
+  using plan_t = conv2d_backward_weights_plan<T, Arch>;
+  constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
+  const conv2d_problem& pb = plan.problem;
+  const bool pointwise = pb.is_pointwise();
+  const index_t per_thread = plan.per_thread_size();
+  constexpr bool transforms = !std::is_same_v<Prologue, identity_prologue>;
+  const identity_prologue identity{};
+  parallel_region([&](int thread, int threads) {
+    T* ap = gemm::align_pointer(workspace + index_t(thread) * per_thread);
+    T* bp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size());
+    T* xt = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size() + plan.packed_b_size());
+    for (index_t task = thread; task < plan.tasks; task += threads) {
+      const index_t i0 = (task / plan.col_blocks) * plan.row_block, j0 = (task % plan.col_blocks) * plan.col_block;
+      const index_t nrows = std::min(plan.row_block, plan.rows - i0), ncols = std::min(plan.col_block, plan.cols - j0);
+      const index_t nrows_p = gemm::round_up(nrows, mb), ncols_p = gemm::round_up(ncols, nb);
+      for (index_t ch = 0; ch < plan.chunks; ++ch) {
+        const index_t g0 = ch * plan.chunk, g1 = std::min(g0 + plan.chunk, pb.n * plan.plane);
+        const index_t kcp = gemm::round_up(g1 - g0, width);
+        // Segments of one image each: rows i0.. of dY_n and im2col rows j0.. (input channels,
+        // or (c, r, s) triples, through the prologue), side by side in the packed rows.
+        for (index_t g = g0; g < g1;) {
+          const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
+          const index_t off = g - g0;
+          for (index_t i = 0; i < nrows; ++i) {
+            const T* src = dy.plane_ptr(n, i0 + i) + pos0;
+            std::copy(src, src + len, ap + i * kcp + off);
+          }
+          if (pointwise) {
+            pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
+            packer.pack(j0, ncols, bp + off, kcp);
+          } else if (transforms) {
+            // Transform the input rows this segment's taps read (channels of the column block,
+            // rows of its output rows' windows) once, then build im2col by copying.
+            const index_t rs = pb.r * pb.s, hw = pb.h * pb.w;
+            const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
+            const index_t p_lo = pos0 / pb.q(), p_hi = (pos0 + len - 1) / pb.q();
+            const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
+            const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
+            for (index_t c = c_lo; c <= c_hi; ++c)
+              for (index_t ih = ih_lo; ih <= ih_hi; ++ih)
+                prologue.template transform<Arch>(c, x.plane_ptr(n, c) + ih * x.strides().h, xt + c * hw + ih * pb.w,
+                                                  pb.w);
+            im2col_packer<T, Arch, identity_prologue> packer{xt, hw, pb.w, pb, pos0, len, identity};
+            packer.pack(j0, ncols, bp + off, kcp);
+          } else {
+            im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
+                                                    prologue};
+            packer.pack(j0, ncols, bp + off, kcp);
+          }
+          g += len;
+        }
+        // Zero past the last position and the last row: the 4 x 4 blocks and batches read them.
+        const index_t used = g1 - g0;
+        for (index_t i = 0; i < nrows_p; ++i)
+          std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
+        for (index_t j = 0; j < ncols_p; ++j)
+          std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
+        const bool first = ch == 0;
+        for (index_t jb = 0; jb < ncols_p; jb += nb) {
+          for (index_t ib = 0; ib < nrows_p; ib += mb) {
+            alignas(64) T sums[16];
+            dot_block_4x4<T, Arch>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
+            const index_t ri = std::min(mb, nrows - ib), cj = std::min(nb, ncols - jb);
+            for (index_t i = 0; i < ri; ++i) {
+              T* c = dw + (i0 + ib + i) * ldw + j0 + jb;
+              for (index_t j = 0; j < cj; ++j) c[j] = first ? sums[i * nb + j] : c[j] + sums[i * nb + j];
+            }
+          }
+        }
+      }
+    }
+  });
+}
+
+}  // namespace detail
+}  // namespace bnff

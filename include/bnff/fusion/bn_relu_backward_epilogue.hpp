@@ -1,0 +1,106 @@
+// bnff: the ReLU mask and the batch-norm backward reductions, on each block of a
+// convolution's data gradient while it is in cache.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <xsimd/xsimd.hpp>
+
+#include "bnff/config.hpp"
+#include "bnff/fusion/detail/for_each_batch.hpp"
+#include "bnff/fusion/output_tile.hpp"
+#include "bnff/stats/stats_partition.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff {
+
+// One block's share of a channel's batch-norm backward sums:
+// sum(dy) and sum(dy * (x - mean)) (times invstd: sum(dy * xhat), i.e. dgamma).
+struct bn_backward_partial {
+  double sum_dy = 0.0;
+  double sum_dy_xc = 0.0;
+};
+
+// Channel c's sums: its partials added in partition order (n, block), the same bits for
+// any thread count. Returns {dbeta, sum(dy * (x - mean))}.
+inline bn_backward_partial merge_bn_backward_channel(const stats_partition& part, const bn_backward_partial* partials,
+                                                     index_t c) noexcept {
+  bn_backward_partial acc;
+  const index_t first = part.slot(c, 0, 0), count = part.images * part.blocks_per_plane();
+  for (index_t i = 0; i < count; ++i) {
+    acc.sum_dy += partials[first + i].sum_dy;
+    acc.sum_dy_xc += partials[first + i].sum_dy_xc;
+  }
+  return acc;
+}
+
+namespace detail {
+
+// Sums of one block of len elements: dy = da * [x * scale + shift > 0] written over da,
+// and (sum dy, sum dy * (x - mean)). Vector body with two accumulators in T, the tail
+// in scalars, both added in double in a fixed order: the same bits wherever the block sits.
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, const T* BNFF_RESTRICT x, index_t len,
+                                                       T scale, T shift, T mean) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  const batch vsc(scale), vsh(shift), vmean(mean), zero(T(0));
+  batch s0(T(0)), s1(T(0));
+  double t0 = 0, t1 = 0;
+  fusion::detail::for_each_batch<T, Arch>(
+      len,
+      [&](index_t i) {
+        const batch xv = batch::load_unaligned(x + i);
+        const batch dy = xsimd::select(xsimd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
+        dy.store_unaligned(da + i);
+        s0 += dy;
+        s1 = xsimd::fma(dy, xv - vmean, s1);
+      },
+      [&](index_t i) {
+        const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);
+        da[i] = dy;
+        t0 += double(dy);
+        t1 += double(dy) * double(x[i] - mean);
+      });
+  return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
+}
+
+}  // namespace detail
+
+// dy = da * [x * scale[c] + shift[c] > 0],  partial[c, n, b] = (sum dy, sum dy * (x - mean[c]))
+// (the ReLU mask recomputed from the saved BN input x, never stored; the BN backward
+// sums taken while the block of the data gradient is in cache). The tile's columns
+// start on block boundaries of `partition`, so each block lies inside one tile.
+template <class T, class Arch = xsimd::default_arch>
+struct bn_relu_backward_epilogue {
+  tensor_view<const T> x{};  // the saved BN input, shaped like the data gradient
+  const T* scale = nullptr;  // gamma * invstd
+  const T* shift = nullptr;  // beta - mean * scale
+  const T* mean = nullptr;
+  stats_partition partition{};
+  bn_backward_partial* partials = nullptr;
+
+  static void prefetch_row(const T* p, index_t bytes) noexcept {
+    const char* b = reinterpret_cast<const char*>(p);
+    for (index_t off = 0; off < bytes; off += 64) __builtin_prefetch(b + off, 0, 3);
+  }
+
+  void operator()(const output_tile<T>& t) const noexcept {
+    const index_t block = partition.block;
+    constexpr index_t ahead = 4;  // x rows prefetched ahead: short runs in many planes defeat the hardware prefetcher
+    const index_t bytes = t.cols * index_t(sizeof(T));
+    for (index_t i = 0; i < std::min(ahead, t.rows); ++i) prefetch_row(x.plane_ptr(t.n, t.k0 + i) + t.col0, bytes);
+    for (index_t i = 0; i < t.rows; ++i) {
+      const index_t c = t.k0 + i;
+      if (i + ahead < t.rows) prefetch_row(x.plane_ptr(t.n, c + ahead) + t.col0, bytes);
+      T* row = t.data + i * t.ldc;
+      const T* xr = x.plane_ptr(t.n, c) + t.col0;
+      for (index_t j = 0; j < t.cols; j += block) {
+        const index_t len = (t.cols - j < block) ? t.cols - j : block;
+        partials[partition.slot(c, t.n, (t.col0 + j) / block)] =
+            detail::relu_mask_block<T, Arch>(row + j, xr + j, len, scale[c], shift[c], mean[c]);
+      }
+    }
+  }
+};
+
+}  // namespace bnff

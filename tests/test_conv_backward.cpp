@@ -1,0 +1,292 @@
+// Convolution data and weight gradients against the naive double reference and
+// finite differences, over kernel sizes, strides, odd extents, channel slices and
+// accumulate mode; thread-count independence; bad-argument errors.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "bnff/ops/conv2d_backward_data.hpp"
+#include "bnff/ops/conv2d_backward_weights.hpp"
+#include "bnff/ops/conv2d_forward.hpp"
+#include "support/random.hpp"
+#include "support/reference.hpp"
+
+namespace {
+
+using bnff::conv2d_problem;
+using bnff::index_t;
+using bnff::shape4;
+using bnff::tensor_view;
+using bnff::vector_view;
+
+// A packed tensor stored as channels [pad, pad + c) of a buffer with c + 2 * pad channels,
+// the other channels holding `fill` (they must stay untouched).
+template <class T>
+struct sliced_tensor {
+  shape4 shape;
+  index_t pad;
+  std::vector<T> buf;
+  sliced_tensor(shape4 s, index_t p, T fill) : shape(s), pad(p), buf(std::size_t(full().size()), fill) {}
+  shape4 full() const { return {shape.n, shape.c + 2 * pad, shape.h, shape.w}; }
+  tensor_view<T> view() { return tensor_view<T>(buf.data(), full()).channels(pad, shape.c); }
+  tensor_view<const T> cview() const { return tensor_view<const T>(buf.data(), full()).channels(pad, shape.c); }
+  std::size_t at(index_t n, index_t c, index_t i) const {
+    return std::size_t((n * (shape.c + 2 * pad) + c + pad) * shape.plane() + i);
+  }
+  void set(const std::vector<double>& v) {
+    for (index_t n = 0; n < shape.n; ++n)
+      for (index_t c = 0; c < shape.c; ++c)
+        for (index_t i = 0; i < shape.plane(); ++i)
+          buf[at(n, c, i)] = T(v[std::size_t((n * shape.c + c) * shape.plane() + i)]);
+  }
+  std::vector<double> get() const {
+    std::vector<double> v(std::size_t(shape.size()));
+    for (index_t n = 0; n < shape.n; ++n)
+      for (index_t c = 0; c < shape.c; ++c)
+        for (index_t i = 0; i < shape.plane(); ++i)
+          v[std::size_t((n * shape.c + c) * shape.plane() + i)] = double(buf[at(n, c, i)]);
+    return v;
+  }
+  // Channels outside the slice still hold `fill` (NaN compares by isnan).
+  bool outside_untouched(T fill) const {
+    for (index_t n = 0; n < shape.n; ++n)
+      for (index_t c = 0; c < shape.c + 2 * pad; ++c) {
+        if (c >= pad && c < pad + shape.c) continue;
+        for (index_t i = 0; i < shape.plane(); ++i) {
+          const T v = buf[std::size_t((n * (shape.c + 2 * pad) + c) * shape.plane() + i)];
+          if (!(std::isnan(fill) ? std::isnan(v) : v == fill)) return false;
+        }
+      }
+    return true;
+  }
+};
+
+std::vector<double> abs_of(const std::vector<double>& v) {
+  std::vector<double> a(v.size());
+  for (std::size_t i = 0; i < v.size(); ++i) a[i] = std::abs(v[i]);
+  return a;
+}
+
+// Rounds values to T, so the reference sees exactly what the kernel sees.
+template <class T>
+std::vector<double> as_t(std::vector<double> v) {
+  for (auto& x : v) x = double(T(x));
+  return v;
+}
+
+template <class T>
+void check_close(const std::vector<double>& got, const std::vector<double>& want, const std::vector<double>& bound,
+                 double terms, const char* what) {
+  // A float sum of `terms` products: at most (terms + 2) * u * sum |products| off, doubled for margin.
+  const double u = std::numeric_limits<T>::epsilon() / 2;
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    const double tol = 2 * (terms + 2) * u * bound[i] + 1e-300;
+    if (!(std::abs(got[i] - want[i]) <= tol))
+      FAIL(what << "[" << i << "] = " << got[i] << ", reference " << want[i] << ", tol " << tol);
+  }
+}
+
+template <class T>
+void check_data_gradient(const conv2d_problem& pb, bool accumulate, index_t slice_pad) {
+  const auto dyv = as_t<T>(bnff::test::random_vector(std::size_t(pb.output_shape().size()), 21));
+  const auto wv = as_t<T>(bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 22));
+  const auto dx0 = as_t<T>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 23));
+  sliced_tensor<T> dy(pb.output_shape(), slice_pad, std::numeric_limits<T>::quiet_NaN());
+  dy.set(dyv);
+  const auto wf = bnff::test::cast_vector<T>(wv);
+  const T fill = accumulate ? T(0) : std::numeric_limits<T>::quiet_NaN();
+  sliced_tensor<T> dx(pb.input_shape(), slice_pad, T(-7));
+  if (accumulate)
+    dx.set(dx0);
+  else
+    dx.set(std::vector<double>(dx0.size(), double(fill)));
+  bnff::conv2d_backward_data<T>(pb, dy.cview(), tensor_view<const T>(wf.data(), pb.filter_shape()), dx.view(),
+                                accumulate);
+  REQUIRE(dx.outside_untouched(T(-7)));
+  auto want = bnff::ref::conv2d_backward_data(pb, dyv, wv);
+  auto bound = bnff::ref::conv2d_backward_data(pb, abs_of(dyv), abs_of(wv));
+  if (accumulate)
+    for (std::size_t i = 0; i < want.size(); ++i) want[i] += dx0[i], bound[i] += std::abs(dx0[i]);
+  check_close<T>(dx.get(), want, bound, double(pb.k * pb.r * pb.s), "dx");
+}
+
+template <class T>
+void check_weight_gradient(const conv2d_problem& pb, index_t slice_pad, bool bias) {
+  const auto xv = as_t<T>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 31));
+  const auto dyv = as_t<T>(bnff::test::random_vector(std::size_t(pb.output_shape().size()), 32));
+  sliced_tensor<T> x(pb.input_shape(), slice_pad, std::numeric_limits<T>::quiet_NaN());
+  sliced_tensor<T> dy(pb.output_shape(), slice_pad, std::numeric_limits<T>::quiet_NaN());
+  x.set(xv);
+  dy.set(dyv);
+  std::vector<T> dw(std::size_t(pb.filter_shape().size()), std::numeric_limits<T>::quiet_NaN());
+  std::vector<T> db(std::size_t(pb.k), std::numeric_limits<T>::quiet_NaN());
+  bnff::conv2d_backward_weights<T>(pb, x.cview(), dy.cview(), tensor_view<T>(dw.data(), pb.filter_shape()),
+                                   bias ? vector_view<T>(db.data(), pb.k) : vector_view<T>{});
+  const auto want = bnff::ref::conv2d_backward_weights(pb, xv, dyv);
+  const auto bound = bnff::ref::conv2d_backward_weights(pb, abs_of(xv), abs_of(dyv));
+  check_close<T>(std::vector<double>(dw.begin(), dw.end()), want, bound, double(pb.n * pb.p() * pb.q()), "dw");
+  if (bias) {
+    const auto wantb = bnff::ref::conv2d_backward_bias(pb, dyv);
+    const auto boundb = bnff::ref::conv2d_backward_bias(pb, abs_of(dyv));
+    check_close<T>(std::vector<double>(db.begin(), db.end()), wantb, boundb, double(pb.n * pb.p() * pb.q()), "dbias");
+  } else {
+    for (T v : db) REQUIRE(std::isnan(v));
+  }
+}
+
+// The problems every gradient test sweeps: 1x1 and 3x3, strides 1 and 2, odd extents,
+// channel counts around the register tile (8 rows, 16/48 columns).
+std::vector<conv2d_problem> sweep() {
+  return {
+      {2, 3, 5, 7, 4, 1, 1, 0, 1},    // pointwise
+      {1, 17, 9, 4, 9, 1, 1, 0, 1},   // pointwise, odd channel counts
+      {2, 5, 7, 6, 3, 3, 3, 1, 1},    // 3x3 same padding
+      {1, 4, 6, 5, 17, 3, 3, 0, 1},   // 3x3 valid
+      {2, 3, 9, 7, 5, 3, 3, 1, 2},    // 3x3 stride 2
+      {1, 6, 8, 8, 7, 1, 1, 0, 2},    // 1x1 stride 2 (projection shortcut)
+      {1, 2, 11, 13, 3, 3, 2, 1, 1},  // rectangular kernel
+      {1, 9, 1, 1, 33, 1, 1, 0, 1},   // 1 x 1 plane
+      {1, 3, 31, 29, 2, 3, 3, 1, 1},  // plane wider than one register tile of columns
+  };
+}
+
+}  // namespace
+
+TEST_CASE("conv2d_backward_data matches the double reference", "[conv][backward]") {
+  for (const auto& pb : sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " s"
+                     << pb.s << " pad" << pb.pad << " stride" << pb.stride);
+    check_data_gradient<float>(pb, false, 0);
+    check_data_gradient<float>(pb, false, 2);
+    check_data_gradient<float>(pb, true, 1);
+    check_data_gradient<double>(pb, false, 1);
+    check_data_gradient<double>(pb, true, 0);
+  }
+}
+
+TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backward]") {
+  for (const auto& pb : sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " s"
+                     << pb.s << " pad" << pb.pad << " stride" << pb.stride);
+    check_weight_gradient<float>(pb, 0, true);
+    check_weight_gradient<float>(pb, 2, false);
+    check_weight_gradient<double>(pb, 1, true);
+  }
+  // Many positions (several kc blocks per image) and rows past one 64-row block.
+  check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 3, 1, 1}, 0, true);
+  check_weight_gradient<float>({1, 300, 5, 5, 9, 1, 1, 0, 1}, 0, false);
+}
+
+TEST_CASE("convolution gradients agree with finite differences in double", "[conv][backward][fd]") {
+  // loss = sum(conv(x, w) * g) is linear in x and in w: central differences are exact up to
+  // rounding, so 1e-7 relative is a tight bound.
+  for (const conv2d_problem& pb :
+       {conv2d_problem{1, 3, 5, 6, 4, 3, 3, 1, 2}, conv2d_problem{2, 4, 5, 5, 3, 1, 1, 0, 1}}) {
+    auto x = bnff::test::random_vector(std::size_t(pb.input_shape().size()), 41);
+    auto w = bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 42);
+    const auto g = bnff::test::random_vector(std::size_t(pb.output_shape().size()), 43);
+    auto loss = [&] {
+      std::vector<double> y(std::size_t(pb.output_shape().size()));
+      bnff::conv2d_forward<double>(pb, tensor_view<const double>(x.data(), pb.input_shape()),
+                                   tensor_view<const double>(w.data(), pb.filter_shape()), {},
+                                   tensor_view<double>(y.data(), pb.output_shape()));
+      double l = 0;
+      for (std::size_t i = 0; i < y.size(); ++i) l += y[i] * g[i];
+      return l;
+    };
+    std::vector<double> dx(x.size()), dw(w.size());
+    bnff::conv2d_backward_data<double>(pb, tensor_view<const double>(g.data(), pb.output_shape()),
+                                       tensor_view<const double>(w.data(), pb.filter_shape()),
+                                       tensor_view<double>(dx.data(), pb.input_shape()));
+    bnff::conv2d_backward_weights<double>(pb, tensor_view<const double>(x.data(), pb.input_shape()),
+                                          tensor_view<const double>(g.data(), pb.output_shape()),
+                                          tensor_view<double>(dw.data(), pb.filter_shape()));
+    const double h = 1e-3;
+    auto fd = [&](std::vector<double>& v, std::size_t i) {
+      const double v0 = v[i];
+      v[i] = v0 + h;
+      const double lp = loss();
+      v[i] = v0 - h;
+      const double lm = loss();
+      v[i] = v0;
+      return (lp - lm) / (2 * h);
+    };
+    for (std::size_t i = 0; i < x.size(); i += 7) REQUIRE(fd(x, i) == Approx(dx[i]).epsilon(1e-7).margin(1e-9));
+    for (std::size_t i = 0; i < w.size(); i += 3) REQUIRE(fd(w, i) == Approx(dw[i]).epsilon(1e-7).margin(1e-9));
+  }
+}
+
+TEST_CASE("convolution gradients do not depend on the thread count", "[conv][backward][threads]") {
+  for (const conv2d_problem& pb :
+       {conv2d_problem{3, 70, 9, 10, 20, 3, 3, 1, 1}, conv2d_problem{4, 6, 11, 9, 5, 3, 3, 1, 2},
+        conv2d_problem{2, 130, 6, 6, 72, 1, 1, 0, 1}}) {
+    const auto x = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 51));
+    const auto w = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 52));
+    const auto dy =
+        bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.output_shape().size()), 53));
+    auto run = [&](int threads, bool accumulate) {
+      bnff::set_num_threads(threads);
+      std::vector<float> dx(x.size(), 0.5f), dw(w.size()), db(std::size_t(pb.k));
+      bnff::conv2d_backward_data<float>(pb, tensor_view<const float>(dy.data(), pb.output_shape()),
+                                        tensor_view<const float>(w.data(), pb.filter_shape()),
+                                        tensor_view<float>(dx.data(), pb.input_shape()), accumulate);
+      bnff::conv2d_backward_weights<float>(pb, tensor_view<const float>(x.data(), pb.input_shape()),
+                                           tensor_view<const float>(dy.data(), pb.output_shape()),
+                                           tensor_view<float>(dw.data(), pb.filter_shape()),
+                                           vector_view<float>(db.data(), pb.k));
+      dx.insert(dx.end(), dw.begin(), dw.end());
+      dx.insert(dx.end(), db.begin(), db.end());
+      return dx;
+    };
+    for (const bool acc : {false, true}) {
+      const auto one = run(1, acc), two = run(2, acc);
+      REQUIRE(std::memcmp(one.data(), two.data(), one.size() * sizeof(float)) == 0);
+    }
+  }
+  bnff::set_num_threads(2);
+}
+
+TEST_CASE("convolution gradients reject bad arguments before writing", "[conv][backward][errors]") {
+  const conv2d_problem pb{2, 3, 6, 6, 4, 3, 3, 1, 1};
+  std::vector<float> x(std::size_t(pb.input_shape().size()), 1.0f), w(std::size_t(pb.filter_shape().size()), 1.0f);
+  std::vector<float> dy(std::size_t(pb.output_shape().size()), 1.0f);
+  std::vector<float> dx(x.size(), 5.0f), dw(w.size(), 5.0f), db(std::size_t(pb.k), 5.0f);
+  const tensor_view<const float> xv(x.data(), pb.input_shape()), wv(w.data(), pb.filter_shape()),
+      dyv(dy.data(), pb.output_shape());
+  auto untouched = [&] {
+    for (float v : dx) REQUIRE(v == 5.0f);
+    for (float v : dw) REQUIRE(v == 5.0f);
+    for (float v : db) REQUIRE(v == 5.0f);
+  };
+  // dy with the wrong shape.
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_data<float>(pb, tensor_view<const float>(dy.data(), 2, 4, 6, 5), wv,
+                                                        tensor_view<float>(dx.data(), pb.input_shape())),
+                      Catch::Contains("conv2d_backward_data") && Catch::Contains("'dy'"));
+  // dx overlapping dy.
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_data<float>(pb, tensor_view<const float>(dx.data(), pb.output_shape()), wv,
+                                                        tensor_view<float>(dx.data(), pb.input_shape())),
+                      Catch::Contains("'dx'"));
+  // Too small a workspace.
+  std::vector<float> ws(8);
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_data<float>(pb, dyv, wv, tensor_view<float>(dx.data(), pb.input_shape()),
+                                                        false, vector_view<float>(ws.data(), 8)),
+                      Catch::Contains("'workspace'"));
+  // dw with the wrong shape, dbias with the wrong size, dw strided.
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_weights<float>(pb, xv, dyv, tensor_view<float>(dw.data(), 4, 3, 3, 2)),
+                      Catch::Contains("conv2d_backward_weights") && Catch::Contains("'dw'"));
+  REQUIRE_THROWS_WITH(
+      bnff::conv2d_backward_weights<float>(pb, xv, dyv, tensor_view<float>(dw.data(), pb.filter_shape()),
+                                           vector_view<float>(db.data(), 3)),
+      Catch::Contains("'dbias'"));
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_weights<float>(pb, tensor_view<const float>(x.data(), 2, 3, 6, 7), dyv,
+                                                           tensor_view<float>(dw.data(), pb.filter_shape())),
+                      Catch::Contains("'x'"));
+  // A bad problem.
+  REQUIRE_THROWS_WITH(bnff::conv2d_backward_weights<float>(conv2d_problem{2, 3, 6, 6, 4, 3, 3, 3, 1}, xv, dyv,
+                                                           tensor_view<float>(dw.data(), pb.filter_shape())),
+                      Catch::Contains("problem.pad"));
+  untouched();
+}
