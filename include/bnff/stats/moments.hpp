@@ -21,6 +21,19 @@ struct moments {
   double unbiased_variance() const noexcept { return count > 1 ? m2 / (count - 1) : 0.0; }
 };
 
+namespace detail {
+
+// x, rounded to double here. A product passed through this is never fused
+// with a following add into an FMA, whatever -ffp-contract the including code
+// is compiled with, so statistics get the same bits wherever they are computed
+// (a convolution epilogue and the standalone kernel inline this differently).
+inline double rounded(double x) noexcept {
+  volatile double v = x;
+  return v;
+}
+
+}  // namespace detail
+
 // Chan, Golub and LeVeque's pairwise update:
 //   n = na + nb, d = mean_b - mean_a,
 //   mean = mean_a + d * nb / n,  M2 = M2_a + M2_b + d^2 * na * nb / n.
@@ -32,7 +45,7 @@ inline moments merge(const moments& a, const moments& b) noexcept {
   const double n = a.count + b.count;
   const double d = b.mean - a.mean;
   const double fb = b.count / n;
-  return {n, a.mean + d * fb, a.m2 + b.m2 + d * d * a.count * fb};
+  return {n, a.mean + detail::rounded(d * fb), a.m2 + b.m2 + detail::rounded(d * d * a.count * fb)};
 }
 
 }  // namespace bnff

@@ -1,0 +1,144 @@
+// bnff: per-channel batch statistics in one sweep over main memory
+// (mean-variance fusion), and the partials other producers exchange.
+//
+// Every H x W plane is cut into blocks (stats_partition); each block's
+// moments come from block_moments while the block is in cache, and a channel's
+// blocks are merged with Chan's formula in (n, b) order. One task per channel
+// merges on the fly, so no workspace is needed and the bits do not depend on
+// the thread count. A convolution epilogue that keeps the same partition and
+// order produces bitwise-identical statistics.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <array>
+#include <type_traits>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/prefetch.hpp"
+#include "bnff/stats/block_moments.hpp"
+#include "bnff/stats/moments.hpp"
+#include "bnff/stats/stats_partition.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff {
+
+namespace detail {
+
+// Blocks whose first pass runs before the second pass of any of them.
+constexpr index_t stats_group_blocks = 4;
+
+// f(n, b, block_moments of block b of plane (n, c)) for every block of channel
+// c in (n, b) order, with the bits of block_moments. The passes are reordered
+// across a group of blocks: pass 1 of the whole group streams it in from main
+// memory, the next group is prefetched, then pass 2 runs on the group from
+// cache while the next one arrives. Block by block, main memory would idle
+// during every pass 2 (measured: 15-20% slower on 16x256x56x56).
+template <class Arch, class T, class F>
+void for_each_block_moments(const tensor_view<const T>& x, index_t c, index_t block, F&& f) {
+  const index_t plane = x.plane(), per_plane = (plane + block - 1) / block, total = x.n() * per_plane;
+  auto begin = [&](index_t i) { return x.plane_ptr(i / per_plane, c) + (i % per_plane) * block; };
+  auto length = [&](index_t i) {
+    const index_t b0 = (i % per_plane) * block;
+    return b0 + block < plane ? block : plane - b0;
+  };
+  constexpr index_t g = stats_group_blocks;
+  for (index_t i = 0; i < g && i < total; ++i) simd::prefetch_lines(begin(i), length(i) * index_t(sizeof(T)));
+  T shift[g];
+  for (index_t g0 = 0; g0 < total; g0 += g) {
+    const index_t g1 = g0 + g < total ? g0 + g : total;
+    for (index_t i = g0; i < g1; ++i)
+      if (length(i) > moments_register_len<T, Arch>) shift[i - g0] = block_shift<T, Arch>(begin(i), length(i));
+    for (index_t i = g1; i < g1 + g && i < total; ++i) simd::prefetch_lines(begin(i), length(i) * index_t(sizeof(T)));
+    for (index_t i = g0; i < g1; ++i) {
+      const index_t len = length(i);
+      f(i / per_plane, i % per_plane,
+        len > moments_register_len<T, Arch> ? block_moments_shifted<T, Arch>(begin(i), len, shift[i - g0])
+                                            : block_moments_in_registers<T, Arch>(begin(i), len));
+    }
+  }
+}
+
+}  // namespace detail
+
+// The partition batch_norm_stats uses for x with the given block size.
+template <class U>
+stats_partition make_stats_partition(const tensor_view<U>& x, index_t block = default_stats_block) noexcept {
+  return {x.n(), x.c(), x.plane(), block};
+}
+
+// out[c] = (count, mean, M2) of channel c of x over all images and positions.
+// x may be a channel slice; its planes must be contiguous. out must not
+// overlap x. Biased variance = out[c].m2 / out[c].count.
+template <class Arch = xsimd::default_arch, class U>
+void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t block = default_stats_block) {
+  using T = std::remove_const_t<U>;
+  constexpr const char* where = "batch_norm_stats";
+  detail::check_planes(where, "x", x);
+  detail::check_channels(where, "out", out, x.c());
+  check_arg(block > 0, where, "block", "> 0", block);
+  detail::check_disjoint(where, "out", out, "x", x);
+
+  const stats_partition part = make_stats_partition(x, block);
+  const tensor_view<const T> xc = x;
+  detail::for_each_channel(x.c(), [&](index_t c) {
+    moments acc;
+    detail::for_each_block_moments<Arch>(xc, c, part.block,
+                                         [&](index_t, index_t, const moments& m) { acc = merge(acc, m); });
+    out[c] = acc;
+  });
+}
+
+// Export: partials[part.slot(c, n, b)] = block_moments of block b of plane
+// (n, c), for merging elsewhere (merge_stats_partials gives exactly what
+// batch_norm_stats gives). part must describe x; partials has part.size() slots.
+template <class Arch = xsimd::default_arch, class U>
+void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& part, vector_view<moments> partials) {
+  using T = std::remove_const_t<U>;
+  constexpr const char* where = "batch_norm_stats_partials";
+  detail::check_planes(where, "x", x);
+  check_arg(part.images == x.n() && part.channels == x.c() && part.plane == x.plane() && part.block > 0, where, "part",
+            detail::concat("images ", x.n(), ", channels ", x.c(), ", plane ", x.plane(), ", block > 0"),
+            detail::concat("images ", part.images, ", channels ", part.channels, ", plane ", part.plane, ", block ",
+                           part.block));
+  check_arg(partials.size() == part.size(), where, "partials", detail::concat(part.size(), " slots (part.size())"),
+            detail::concat(partials.size(), " slots"));
+  detail::check_disjoint(where, "partials", partials, "x", x);
+
+  const tensor_view<const T> xc = x;
+  detail::for_each_channel(x.c(), [&](index_t c) {
+    detail::for_each_block_moments<Arch>(
+        xc, c, part.block, [&](index_t n, index_t b, const moments& m) { partials[part.slot(c, n, b)] = m; });
+  });
+}
+
+// Merge: out[c] = merge_channel(part, partials, c), each channel's partials in
+// partition order. out must not overlap partials.
+inline void merge_stats_partials(const stats_partition& part, vector_view<const moments> partials,
+                                 vector_view<moments> out) {
+  constexpr const char* where = "merge_stats_partials";
+  check_arg(part.images > 0 && part.channels > 0 && part.plane > 0 && part.block > 0, where, "part",
+            "images, channels, plane and block > 0",
+            detail::concat("images ", part.images, ", channels ", part.channels, ", plane ", part.plane, ", block ",
+                           part.block));
+  check_arg(partials.size() == part.size(), where, "partials", detail::concat(part.size(), " slots (part.size())"),
+            detail::concat(partials.size(), " slots"));
+  detail::check_channels(where, "out", out, part.channels);
+  detail::check_disjoint(where, "out", out, "partials", partials);
+  for (index_t c = 0; c < part.channels; ++c) out[c] = merge_channel(part, partials.data(), c);
+}
+
+// acc[c] = merge(acc[c], other[c]): per-channel statistics of several sources
+// (image groups, threads, processes) combined with Chan's formula. Exact in
+// exact arithmetic; merging the same sources in the same order gives the same
+// bits. acc and other must not overlap.
+inline void merge_stats(vector_view<const moments> other, vector_view<moments> acc) {
+  constexpr const char* where = "merge_stats";
+  detail::check_channels(where, "other", other, acc.size());
+  detail::check_disjoint(where, "acc", acc, "other", other);
+  for (index_t c = 0; c < acc.size(); ++c) acc[c] = merge(acc[c], other[c]);
+}
+
+}  // namespace bnff

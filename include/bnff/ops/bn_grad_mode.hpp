@@ -1,0 +1,26 @@
+// bnff: how a backward kernel writes its input gradient (types, not flags).
+#pragma once
+
+#include "bnff/config.hpp"
+
+namespace bnff {
+
+// dx = g
+struct grad_overwrite {
+  static constexpr bool reads_output = false;
+  template <class B>
+  static BNFF_ALWAYS_INLINE B combine(const B& /*old*/, const B& g) noexcept {
+    return g;
+  }
+};
+
+// dx += g   (a tensor read by several layers, as a DenseNet concatenation, sums its gradients)
+struct grad_accumulate {
+  static constexpr bool reads_output = true;
+  template <class B>
+  static BNFF_ALWAYS_INLINE B combine(const B& old, const B& g) noexcept {
+    return old + g;
+  }
+};
+
+}  // namespace bnff

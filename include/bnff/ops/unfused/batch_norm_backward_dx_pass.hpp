@@ -1,0 +1,78 @@
+// bnff baseline: the batch-norm input gradient as its own sweep over x and dy.
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/store_policy.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff::detail {
+
+template <class T>
+void unfused_batch_norm_backward_dx_check(
+    tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+    vector_view<const bnff::detail::nondeduced_t<T>> gamma, vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+  constexpr const char* where = "unfused::batch_norm_backward_dx";
+  bnff::detail::check_planes(where, "x", x);
+  bnff::detail::check_like(where, "dy", dy, x.shape());
+  bnff::detail::check_like(where, "dx", dx, x.shape());
+  const char* names[5] = {"mean", "invstd", "gamma", "sum_dy", "sum_dy_xhat"};
+  const vector_view<const T> params[5] = {mean, invstd, gamma, sum_dy, sum_dy_xhat};
+  for (int i = 0; i < 5; ++i) bnff::detail::check_channels(where, names[i], params[i], x.c());
+  bnff::detail::check_disjoint(where, "dx", dx, "x", x);
+  bnff::detail::check_in_place_or_disjoint(where, "dx", dx, "dy", dy);
+  for (int i = 0; i < 5; ++i) bnff::detail::check_disjoint(where, "dx", dx, names[i], params[i]);
+}
+
+template <class Arch, class T>
+void unfused_batch_norm_backward_dx_run(
+    tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+    vector_view<const bnff::detail::nondeduced_t<T>> gamma, vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
+    vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+  using batch = xsimd::batch<T, Arch>;
+  const double m = double(x.n()) * double(x.plane());
+  bnff::detail::with_store_policy<T>(dx.size(), [&](auto store) {
+    using Store = decltype(store);
+    bnff::detail::for_each_plane(
+        x.n(), x.c(), x.plane(),
+        [&](index_t n, index_t c) {
+          const T* xp = x.plane_ptr(n, c);
+          const T* dyp = dy.plane_ptr(n, c);
+          T* dxp = dx.plane_ptr(n, c);
+          const double istd = double(invstd[c]), k = double(gamma[c]) * istd;
+          const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * double(sum_dy[c]) / m)),
+                                      k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
+          Store::template for_each<T, Arch>(x.plane(), dxp, [&](auto lanes, auto) {
+            const batch xc = lanes.load(xp) - vmean;
+            lanes.store(dxp, xsimd::fms(vk, lanes.load(dyp), xsimd::fma(xc, k1, k0)));
+          });
+        },
+        [] { Store::finish(); });
+  });
+}
+
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
+
+// dx = gamma * invstd * (dy - sum_dy / m - xhat * sum_dy_xhat / m),
+// xhat = (x - mean) * invstd, m = N * H * W. dx may be exactly dy (in place).
+template <class Arch = xsimd::default_arch, class T>
+void batch_norm_backward_dx(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                            tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                            vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                            vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                            vector_view<const bnff::detail::nondeduced_t<T>> gamma,
+                            vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
+                            vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+  bnff::detail::unfused_batch_norm_backward_dx_check<T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+  bnff::detail::unfused_batch_norm_backward_dx_run<Arch, T>(x, dy, mean, invstd, gamma, sum_dy, sum_dy_xhat, dx);
+}
+
+}  // namespace bnff::unfused

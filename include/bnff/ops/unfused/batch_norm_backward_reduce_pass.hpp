@@ -1,0 +1,84 @@
+// bnff baseline: the batch-norm backward reductions as a sweep over x and a
+// stored dy (the ReLU-backward pass already applied the mask).
+#pragma once
+
+#include <xsimd/xsimd.hpp>
+
+#include <array>
+
+#include "bnff/config.hpp"
+#include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/sum_lanes.hpp"
+#include "bnff/tensor/tensor_view.hpp"
+
+namespace bnff::detail {
+
+template <class T>
+void unfused_batch_norm_backward_reduce_check(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                              tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                              vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                              vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                                              vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
+  constexpr const char* where = "unfused::batch_norm_backward_reduce";
+  bnff::detail::check_planes(where, "x", x);
+  bnff::detail::check_like(where, "dy", dy, x.shape());
+  bnff::detail::check_channels(where, "mean", mean, x.c());
+  bnff::detail::check_channels(where, "invstd", invstd, x.c());
+  bnff::detail::check_channels(where, "sum_dy", sum_dy, x.c());
+  bnff::detail::check_channels(where, "sum_dy_xhat", sum_dy_xhat, x.c());
+  const char* out_names[2] = {"sum_dy", "sum_dy_xhat"};
+  const vector_view<T> outs[2] = {sum_dy, sum_dy_xhat};
+  for (int i = 0; i < 2; ++i) {
+    bnff::detail::check_disjoint(where, out_names[i], outs[i], "x", x);
+    bnff::detail::check_disjoint(where, out_names[i], outs[i], "dy", dy);
+    bnff::detail::check_disjoint(where, out_names[i], outs[i], "mean", mean);
+    bnff::detail::check_disjoint(where, out_names[i], outs[i], "invstd", invstd);
+  }
+  bnff::detail::check_disjoint(where, "sum_dy_xhat", sum_dy_xhat, "sum_dy", sum_dy);
+}
+
+template <class Arch, class T>
+void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                            tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                            vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                            vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                                            vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
+  using batch = xsimd::batch<T, Arch>;
+  const index_t block = simd::sum_flush_batches * index_t(batch::size);
+  const std::array<tensor_view<const T>, 2> inputs{x, dy};
+  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
+    const T mean_c = mean[c];
+    const batch vmean(mean_c);
+    std::array<double, 2> sums{0.0, 0.0};
+    bnff::detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
+      const T* xp = x.plane_ptr(n, c) + b0;
+      const T* dyp = dy.plane_ptr(n, c) + b0;
+      simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
+        const batch d = lanes.load(dyp, T(0));
+        acc[0] += d;
+        acc[1] = xsimd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
+      });
+    });
+    sum_dy[c] = T(sums[0]);
+    sum_dy_xhat[c] = T(sums[1] * double(invstd[c]));
+  });
+}
+
+}  // namespace bnff::detail
+
+namespace bnff::unfused {
+
+// sum_dy[c] = sum(dy[:, c]),  sum_dy_xhat[c] = sum(dy * (x - mean[c])) * invstd[c]
+// (dbeta and dgamma), in double per channel.
+template <class Arch = xsimd::default_arch, class T>
+void batch_norm_backward_reduce(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                vector_view<const bnff::detail::nondeduced_t<T>> invstd, vector_view<T> sum_dy,
+                                vector_view<T> sum_dy_xhat) {
+  bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+}
+
+}  // namespace bnff::unfused
