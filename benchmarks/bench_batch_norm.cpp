@@ -4,8 +4,8 @@
 //   bn_apply_relu  y = max(0, BN(x)): one sweep vs normalize pass + ReLU pass
 //   bn_backward    dx, dgamma, dbeta through BN + ReLU: mask recomputed from x, two
 //                  per-channel sweeps (fused) vs ReLU-backward + reductions + dx passes
-// bytes_per_second counts the minimum traffic each operation needs, so fused and
-// unfused are measured against the same yardstick and against the ceilings:
+// bytes_per_second counts the minimum traffic each operation needs (bench::model),
+// so fused and unfused are measured against the same yardstick and the ceilings:
 //   stats: read x once;  bn_apply_relu: read x, write y;  bn_backward: read x and dz, write dx.
 #include <memory>
 #include <string>
@@ -71,7 +71,6 @@ struct bn_data {
   tensor_view<float> t(const bench::buffer<float>& b) const { return {b.data(), s}; }
   tensor_view<const float> xv() const { return {x.data(), s}; }
   vector_view<float> vec(const bench::buffer<float>& b) const { return {b.data(), s.c}; }
-  double tensor_bytes() const { return 4.0 * double(s.size()); }
 };
 
 // One shape's data at a time: the benchmark function runs once per repetition,
@@ -85,28 +84,11 @@ bn_data& data_for(const shape4& s) {
   return *held;
 }
 
-struct named_shape {
-  std::string name;
-  shape4 s;
-};
-
-// Input tensors of BN layers from the catalog. densenet121.t1 (16x256x56x56,
-// 51 MB of float) is far larger than the caches of the machines we target.
-std::vector<named_shape> bn_shapes(const bench::options& o) {
-  const auto tr = bnff::catalog::densenet121_transitions(16);
-  const auto cpl = bnff::catalog::densenet121_composite_layers(16);
-  std::vector<named_shape> out{{tr[0].name, {tr[0].n, tr[0].c_in, tr[0].h, tr[0].w}}};
-  if (o.quick) return out;
-  for (const auto& l : {cpl[5], cpl[6 + 11], cpl[18 + 23]})  // b1.l6, b2.l12, b3.l24
-    out.push_back({l.name, {l.n, l.c_in, l.h, l.w}});
-  return out;
-}
-
 void stats_fused(benchmark::State& st, shape4 s) {
   bench::use_threads(st);
   auto& d = data_for(s);
   for (auto _ : st) bnff::batch_norm_stats(d.xv(), vector_view<moments>(d.stats.data(), s.c));
-  bench::set_counters(st, d.tensor_bytes());
+  bench::set_counters(st, bench::model::stats_bytes(s));
 }
 
 void stats_unfused(benchmark::State& st, shape4 s) {
@@ -116,7 +98,7 @@ void stats_unfused(benchmark::State& st, shape4 s) {
     bnff::unfused::batch_norm_mean(d.xv(), d.vec(d.mean));
     bnff::unfused::batch_norm_variance(d.xv(), d.vec(d.mean), d.vec(d.var));
   }
-  bench::set_counters(st, d.tensor_bytes());
+  bench::set_counters(st, bench::model::stats_bytes(s));
 }
 
 void apply_relu_fused(benchmark::State& st, shape4 s) {
@@ -124,7 +106,7 @@ void apply_relu_fused(benchmark::State& st, shape4 s) {
   auto& d = data_for(s);
   for (auto _ : st)
     bnff::batch_norm_apply<bnff::bn_relu>(d.xv(), d.t(d.z), d.vec(d.mean), d.vec(d.scale), d.vec(d.beta));
-  bench::set_counters(st, 2 * d.tensor_bytes());
+  bench::set_counters(st, bench::model::bn_apply_relu_bytes(s));
 }
 
 void apply_relu_unfused(benchmark::State& st, shape4 s) {
@@ -135,7 +117,7 @@ void apply_relu_unfused(benchmark::State& st, shape4 s) {
                                         1e-5);
     bnff::unfused::relu(d.t(d.y), d.t(d.z));
   }
-  bench::set_counters(st, 2 * d.tensor_bytes());
+  bench::set_counters(st, bench::model::bn_apply_relu_bytes(s));
 }
 
 void backward_fused(benchmark::State& st, shape4 s) {
@@ -144,7 +126,7 @@ void backward_fused(benchmark::State& st, shape4 s) {
   for (auto _ : st)
     bnff::batch_norm_backward<bnff::bn_relu>(d.xv(), d.t(d.dz), d.vec(d.mean), d.vec(d.invstd), d.vec(d.scale),
                                              d.vec(d.beta), d.t(d.dx), d.vec(d.dgamma), d.vec(d.dbeta));
-  bench::set_counters(st, 3 * d.tensor_bytes());
+  bench::set_counters(st, bench::model::bn_backward_bytes(s));
 }
 
 void backward_unfused(benchmark::State& st, shape4 s) {
@@ -153,12 +135,14 @@ void backward_unfused(benchmark::State& st, shape4 s) {
   for (auto _ : st)
     bnff::unfused::batch_norm_relu_backward(d.xv(), d.t(d.y), d.t(d.dz), d.t(d.dy), d.vec(d.mean), d.vec(d.invstd),
                                             d.vec(d.gamma), d.vec(d.dbeta), d.vec(d.dgamma), d.t(d.dx));
-  bench::set_counters(st, 3 * d.tensor_bytes());
+  bench::set_counters(st, bench::model::bn_backward_bytes(s));
 }
 
 const int registered = bench::register_family([](const bench::options& o) {
-  for (const auto& n : bn_shapes(o)) {
-    const shape4 s = n.s;
+  // The inputs of the selected transitions and composite layers (--quick:
+  // densenet121.t1, 16x256x56x56, 51 MB of float, and densenet121.b1.l6).
+  for (const auto& n : bench::bn_tensors(o)) {
+    const shape4 s = n.shape;
     bench::add("stats", "fused", n.name, [s](benchmark::State& st) { stats_fused(st, s); });
     bench::add("stats", "unfused", n.name, [s](benchmark::State& st) { stats_unfused(st, s); });
     bench::add("bn_apply_relu", "fused", n.name, [s](benchmark::State& st) { apply_relu_fused(st, s); });

@@ -221,6 +221,10 @@ std::vector<conv2d_problem> sweep() {
   out.push_back({3, 16, 7, 9, 15, 1, 1, 0, 2});   // strided 1x1: the im2col path
   out.push_back({1, 1, 27, 25, 3, 3, 3, 1, 1});   // P*Q = 675: several column tiles
   out.push_back({1, 4, 40, 41, 9, 1, 1, 0, 1});   // pointwise with several column tiles
+  // Stride 1 with Q == W packs each B row as one shifted run: the second tile starts
+  // inside a row (column 2, or 27 of 29) so edge-padding runs cross its first column.
+  out.push_back({1, 2, 20, 26, 5, 5, 5, 2, 1});
+  out.push_back({1, 2, 18, 29, 5, 7, 7, 3, 1});
   return out;
 }
 

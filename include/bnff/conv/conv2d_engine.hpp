@@ -6,8 +6,8 @@
 //
 // 1x1 stride-1 convolutions read B_n straight from the input planes (no im2col);
 // other shapes build each block of B_n from the input rows it covers. Tasks are
-// fixed by the problem size; threads only pick which task to run, so outputs and
-// epilogue results are identical for any thread count.
+// fixed by the problem size; threads only claim which task to run next, so outputs
+// and epilogue results are identical for any thread count.
 #pragma once
 
 #include <algorithm>
@@ -15,8 +15,10 @@
 
 #include "bnff/config.hpp"
 #include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/conv/padded_slab.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -32,6 +34,10 @@ struct conv2d_plan {
   index_t tile = 0;   // output columns per task: a multiple of nr, at most about nc_max
   index_t tiles = 0;  // column tiles per image
   index_t tasks = 0;  // images * tiles
+  // Stride 1, not pointwise: B is read in place from a padded slab of input rows (padded_slab.hpp).
+  bool in_place = false;
+  index_t slab_ld = 0;  // slab elements per input channel
+  index_t grid_ld = 0;  // row stride of a task's output on the padded grid (a multiple of nr)
 
   explicit conv2d_plan(const conv2d_problem& pb) : problem(pb) {
     kdim = pb.c * pb.r * pb.s;
@@ -41,14 +47,28 @@ struct conv2d_plan {
     tile = gemm::round_up(gemm::ceil_div(plane, parts), blk::nr);
     tiles = gemm::ceil_div(plane, tile);
     tasks = pb.n * tiles;
+    in_place = pb.stride == 1 && !pb.is_pointwise();
+    if (in_place)
+      for (index_t t = 0; t < tiles; ++t) {
+        const detail::slab_span sp(pb, t * tile, std::min(tile, plane - t * tile));
+        slab_ld = std::max(slab_ld, gemm::round_up(sp.reach(pb, blk::nr), index_t(blk::alignment / sizeof(T))));
+        grid_ld = std::max(grid_ld, gemm::round_up(sp.grid_cols, blk::nr));
+      }
   }
 
   index_t packed_a_size() const noexcept {
     return gemm::aligned_extent<T>(gemm::packed_a_size<T, Arch>(problem.k, kdim));
   }
   index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(gemm::packed_b_size<T, Arch>(kdim, tile)); }
-  // Workspace elements for `threads` threads: packed weights plus one B block per thread.
-  index_t workspace_size(int threads) const noexcept { return packed_a_size() + index_t(threads) * packed_b_size(); }
+  // Per-thread scratch: a packed B block, or (in place) the input slab and the output grid tile.
+  index_t thread_scratch_size() const noexcept {
+    if (!in_place) return packed_b_size();
+    return gemm::aligned_extent<T>(problem.c * slab_ld) + gemm::aligned_extent<T>(problem.k * grid_ld);
+  }
+  // Workspace elements for `threads` threads: packed weights plus one scratch per thread.
+  index_t workspace_size(int threads) const noexcept {
+    return packed_a_size() + index_t(threads) * thread_scratch_size();
+  }
 };
 
 namespace detail {
@@ -87,10 +107,15 @@ struct im2col_packer {
 
   void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
     const index_t q_extent = pb.q(), rs = pb.r * pb.s;
+    const bool same_width = pb.stride == 1 && q_extent == pb.w && ldh == pb.w;
     for (index_t k = 0; k < kcount; ++k) {
       const index_t kk = k0 + k, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
       const T* xc = x + c * ldx;
       T* dst = bp + k * ldb;
+      if (same_width) {
+        pack_shifted(c, r, s, xc, dst);
+        continue;
+      }
       index_t j = 0;
       while (j < cols) {
         const index_t pos = col0 + j, p = pos / q_extent, q0 = pos % q_extent;
@@ -119,6 +144,26 @@ struct im2col_packer {
       }
     }
   }
+
+  // Stride 1 with Q == W (e.g. 3x3 pad 1): output position pos reads input element
+  // pos + (r - pad) * W + (s - pad) of the flat plane, so a whole row of B is one shifted
+  // run through the prologue; then the taps that fell off the left or right edge of an
+  // input row (wrapped into a neighbour row) are overwritten with zeros.
+  void pack_shifted(index_t c, index_t r, index_t s, const T* xc, T* dst) const {
+    const index_t w = pb.w, hw = pb.h * w, dr = (r - pb.pad) * w, ds = s - pb.pad, shift = dr + ds;
+    // Valid rows: 0 <= col0 + j + dr < hw; readable elements: 0 <= col0 + j + shift < hw.
+    const index_t lo = std::clamp<index_t>(std::max(-dr, -shift) - col0, 0, cols);
+    const index_t hi = std::clamp<index_t>(std::min(hw - dr, hw - shift) - col0, lo, cols);
+    std::fill(dst, dst + lo, T(0));
+    prologue.template transform<Arch>(c, xc + col0 + lo + shift, dst + lo, hi - lo);
+    std::fill(dst + hi, dst + cols, T(0));
+    if (ds == 0) return;
+    // Columns q < -ds (ds < 0) or q >= w - ds (ds > 0) of every output row are padding.
+    const index_t first = ds < 0 ? 0 : w - ds, count = ds < 0 ? -ds : ds;
+    index_t j = first - col0 % w;  // start of the current output row's run, relative to the tile
+    if (j + count <= 0) j += w;    // that run ends before the tile: start with the next row's
+    for (; j < cols; j += w) std::fill(dst + std::max<index_t>(j, 0), dst + std::min(j + count, cols), T(0));
+  }
 };
 
 // The engine itself; arguments are assumed valid (the public operations check them).
@@ -126,6 +171,7 @@ struct im2col_packer {
 template <class T, class Arch, class Prologue, class Epilogue>
 void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<const T>& x, const tensor_view<const T>& w,
                         const tensor_view<T>& y, const Prologue& prologue, const Epilogue& epilogue, T* workspace) {
+  using blk = gemm::blocking<T, Arch>;
   const conv2d_problem& pb = plan.problem;
   const index_t kdim = plan.kdim, rs = pb.r * pb.s;
   T* ap = gemm::align_pointer(workspace);
@@ -133,9 +179,12 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
       pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
   const bool pointwise = pb.is_pointwise();
   T* b_base = workspace + plan.packed_a_size();
-  parallel_region([&](int thread, int threads) {
-    T* bp = gemm::align_pointer(b_base + index_t(thread) * plan.packed_b_size());
-    for (index_t task = thread; task < plan.tasks; task += threads) {
+  gemm::task_queue queue(plan.tasks);
+  parallel_region([&](int thread, int) {
+    T* scratch = b_base + index_t(thread) * plan.thread_scratch_size();
+    T* bp = gemm::align_pointer(scratch);
+    const T* b_rows[blk::kc];  // B's rows for one depth block, when read in place
+    for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
       const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;
       const index_t cols = std::min(plan.tile, plan.plane - col0);
       T* c = y.plane_ptr(n, 0) + col0;
@@ -146,6 +195,24 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
       if (pointwise) {
         pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + col0, x.strides().c, cols, prologue};
         gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish);
+      } else if (plan.in_place) {
+        const slab_span sp(pb, col0, cols);
+        T* slab = bp;
+        T* grid = gemm::align_pointer(scratch + gemm::aligned_extent<T>(pb.c * plan.slab_ld));
+        build_slab<Arch>(pb, sp, x.plane_ptr(n, 0), x.strides().c, x.strides().h, prologue, slab, plan.slab_ld);
+        const index_t wp = pb.w + 2 * pb.pad;
+        auto rows_for = [&](index_t k0, index_t kcount) {
+          for (index_t k = 0; k < kcount; ++k) {
+            const index_t kk = k0 + k, ch = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
+            b_rows[k] = slab + ch * plan.slab_ld + r * wp + s + sp.q_lo;
+          }
+          return static_cast<const T* const*>(b_rows);
+        };
+        auto finish_grid = [&](index_t row0, index_t nrows) {
+          copy_out<Arch>(pb, sp, grid + row0 * plan.grid_ld, plan.grid_ld, c + row0 * ldc, ldc, nrows);
+          finish(row0, nrows);
+        };
+        gemm::gemm_tile_rows<T, Arch>(pb.k, kdim, ap, rows_for, grid, plan.grid_ld, sp.grid_cols, finish_grid);
       } else {
         im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, col0, cols,
                                                 prologue};

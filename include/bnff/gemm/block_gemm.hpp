@@ -79,4 +79,39 @@ void gemm_tile(index_t m, index_t kdim, const T* ap, Packer& packer, T* bp, T* c
   }
 }
 
+// C tile (row stride ldc, cols columns) = packed A (m x kdim) * B, with B read in place:
+//   rows_for(k0, kcount): pointers to rows [k0, k0 + kcount) of B, each readable for
+//     round_up(cols, nr) elements (columns past cols only feed lanes that are never stored)
+//   finish(row0, rows): as in gemm_tile
+// Same loop order, blocking and per-element arithmetic as gemm_tile: only where B's
+// rows come from differs, so both give the same bits for the same B.
+template <class T, class Arch, class RowsFor, class Finish>
+void gemm_tile_rows(index_t m, index_t kdim, const T* ap, RowsFor&& rows_for, T* c, index_t ldc, index_t cols,
+                    Finish&& finish) {
+  using blk = blocking<T, Arch>;
+  using kernel = microkernel<T, Arch, blk::mr, blk::nv>;
+  constexpr index_t mr = blk::mr, nr = blk::nr;
+  for (index_t k0 = 0; k0 < kdim; k0 += blk::kc) {
+    const index_t kcount = std::min<index_t>(blk::kc, kdim - k0);
+    const T* const* rows = rows_for(k0, kcount);
+    const bool accumulate = k0 > 0, last = k0 + kcount == kdim;
+    for (index_t i0 = 0; i0 < m; i0 += blk::mc) {
+      const index_t i1 = std::min<index_t>(m, i0 + blk::mc);
+      for (index_t j = 0; j < cols; j += nr) {
+        const index_t ncols = std::min<index_t>(nr, cols - j);
+        const indirect_rows<T> src{rows, j};
+        for (index_t i = i0; i < i1; i += mr) {
+          const T* a = ap + i * kdim + k0 * mr;
+          const index_t nrows = std::min<index_t>(mr, m - i);
+          if (nrows == mr && ncols == nr)
+            kernel::run_on(kcount, a, src, c + i * ldc + j, ldc, accumulate);
+          else
+            kernel::run_edge_on(kcount, a, src, c + i * ldc + j, ldc, accumulate, nrows, ncols);
+        }
+      }
+      if (last) finish(i0, i1 - i0);
+    }
+  }
+}
+
 }  // namespace bnff::gemm

@@ -6,6 +6,7 @@
 
 #include "bnff/error.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff::gemm {
@@ -35,9 +36,10 @@ void matmul(index_t m, index_t n, index_t k, const T* a, index_t lda, const T* b
       for (index_t kk = 0; kk < kcount; ++kk) std::copy(b + (k0 + kk) * ldb, b + (k0 + kk) * ldb + cols, bp + kk * ldp);
     }
   };
-  parallel_region([&](int thread, int threads) {
+  task_queue queue(tasks);
+  parallel_region([&](int thread, int) {
     T* bp = align_pointer(ws.data() + a_size + index_t(thread) * b_size);
-    for (index_t t = thread; t < tasks; t += threads) {
+    for (index_t t = queue.claim(); t < tasks; t = queue.claim()) {
       const index_t j0 = t * tile, cols = std::min(tile, n - j0);
       packer p{b + j0, ldb, cols};
       gemm_tile<T, Arch>(m, k, ap, p, bp, c + j0, ldc, cols, [](index_t, index_t) {});

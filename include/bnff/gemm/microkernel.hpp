@@ -8,6 +8,26 @@
 
 namespace bnff::gemm {
 
+// Where the microkernel finds row k of its B panel.
+// A packed block: rows ldb apart, 64-byte aligned (ldb a multiple of the SIMD width).
+template <class T>
+struct packed_rows {
+  const T* b;
+  index_t ldb;
+  static constexpr bool aligned = true;
+  BNFF_ALWAYS_INLINE const T* row(index_t k) const noexcept { return b + k * ldb; }
+};
+
+// Rows anywhere in memory, one pointer each (a convolution reading shifted runs of its
+// input in place of an im2col copy), offset by `col` columns; any alignment.
+template <class T>
+struct indirect_rows {
+  const T* const* rows;
+  index_t col;
+  static constexpr bool aligned = false;
+  BNFF_ALWAYS_INLINE const T* row(index_t k) const noexcept { return rows[k] + col; }
+};
+
 // C[MR x NV*W] (=|+=) A_panel * B_rows over kc steps, all accumulators in registers.
 //   a: packed A panel, a[k * MR + i] (row i of the tile, step k)
 //   b: row-major B block, b[k * ldb + j], 64-byte aligned rows (ldb a multiple of W)
@@ -20,15 +40,24 @@ struct microkernel {
 
   static BNFF_ALWAYS_INLINE void run(index_t kc, const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ldb,
                                      T* BNFF_RESTRICT c, index_t ldc, bool accumulate) noexcept {
+    run_on(kc, a, packed_rows<T>{b, ldb}, c, ldc, accumulate);
+  }
+
+  // As run, with B's rows given by a row source (packed_rows or indirect_rows).
+  template <class Rows>
+  static BNFF_ALWAYS_INLINE void run_on(index_t kc, const T* BNFF_RESTRICT a, const Rows& rows, T* BNFF_RESTRICT c,
+                                        index_t ldc, bool accumulate) noexcept {
     batch acc[MR][NV];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
 #pragma GCC unroll 8
       for (int j = 0; j < NV; ++j) acc[i][j] = batch(T(0));
     for (index_t k = 0; k < kc; ++k) {
+      const T* BNFF_RESTRICT b = rows.row(k);
       batch bv[NV];
 #pragma GCC unroll 8
-      for (int j = 0; j < NV; ++j) bv[j] = batch::load_aligned(b + j * width);
+      for (int j = 0; j < NV; ++j)
+        bv[j] = Rows::aligned ? batch::load_aligned(b + j * width) : batch::load_unaligned(b + j * width);
 #pragma GCC unroll 32
       for (int i = 0; i < MR; ++i) {
         const batch ai(a[i]);
@@ -36,7 +65,6 @@ struct microkernel {
         for (int j = 0; j < NV; ++j) acc[i][j] = xsimd::fma(ai, bv[j], acc[i][j]);
       }
       a += MR;
-      b += ldb;
     }
     if (accumulate) {
 #pragma GCC unroll 32
@@ -59,8 +87,14 @@ struct microkernel {
   // the extra lanes are harmless), then only its valid part is stored.
   static void run_edge(index_t kc, const T* a, const T* b, index_t ldb, T* c, index_t ldc, bool accumulate,
                        index_t rows, index_t cols) noexcept {
+    run_edge_on(kc, a, packed_rows<T>{b, ldb}, c, ldc, accumulate, rows, cols);
+  }
+
+  template <class Rows>
+  static void run_edge_on(index_t kc, const T* a, const Rows& src, T* c, index_t ldc, bool accumulate, index_t rows,
+                          index_t cols) noexcept {
     alignas(64) T tile[MR * nr];
-    run(kc, a, b, ldb, tile, nr, false);
+    run_on(kc, a, src, tile, nr, false);
     for (index_t i = 0; i < rows; ++i) {
       T* ci = c + i * ldc;
       const T* ti = tile + i * nr;

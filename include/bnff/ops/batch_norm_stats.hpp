@@ -17,12 +17,51 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/prefetch.hpp"
 #include "bnff/stats/block_moments.hpp"
 #include "bnff/stats/moments.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
 namespace bnff {
+
+namespace detail {
+
+// Blocks whose first pass runs before the second pass of any of them.
+constexpr index_t stats_group_blocks = 4;
+
+// f(n, b, block_moments of block b of plane (n, c)) for every block of channel
+// c in (n, b) order, with the bits of block_moments. The passes are reordered
+// across a group of blocks: pass 1 of the whole group streams it in from main
+// memory, the next group is prefetched, then pass 2 runs on the group from
+// cache while the next one arrives. Block by block, main memory would idle
+// during every pass 2 (measured: 15-20% slower on 16x256x56x56).
+template <class Arch, class T, class F>
+void for_each_block_moments(const tensor_view<const T>& x, index_t c, index_t block, F&& f) {
+  const index_t plane = x.plane(), per_plane = (plane + block - 1) / block, total = x.n() * per_plane;
+  auto begin = [&](index_t i) { return x.plane_ptr(i / per_plane, c) + (i % per_plane) * block; };
+  auto length = [&](index_t i) {
+    const index_t b0 = (i % per_plane) * block;
+    return b0 + block < plane ? block : plane - b0;
+  };
+  constexpr index_t g = stats_group_blocks;
+  for (index_t i = 0; i < g && i < total; ++i) simd::prefetch_lines(begin(i), length(i) * index_t(sizeof(T)));
+  T shift[g];
+  for (index_t g0 = 0; g0 < total; g0 += g) {
+    const index_t g1 = g0 + g < total ? g0 + g : total;
+    for (index_t i = g0; i < g1; ++i)
+      if (length(i) > moments_register_len<T, Arch>) shift[i - g0] = block_shift<T, Arch>(begin(i), length(i));
+    for (index_t i = g1; i < g1 + g && i < total; ++i) simd::prefetch_lines(begin(i), length(i) * index_t(sizeof(T)));
+    for (index_t i = g0; i < g1; ++i) {
+      const index_t len = length(i);
+      f(i / per_plane, i % per_plane,
+        len > moments_register_len<T, Arch> ? block_moments_shifted<T, Arch>(begin(i), len, shift[i - g0])
+                                            : block_moments_in_registers<T, Arch>(begin(i), len));
+    }
+  }
+}
+
+}  // namespace detail
 
 // The partition batch_norm_stats uses for x with the given block size.
 template <class U>
@@ -43,12 +82,11 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
   detail::check_disjoint(where, "out", out, "x", x);
 
   const stats_partition part = make_stats_partition(x, block);
-  const std::array<tensor_view<const T>, 1> xs{x};
+  const tensor_view<const T> xc = x;
   detail::for_each_channel(x.c(), [&](index_t c) {
     moments acc;
-    detail::for_each_channel_block(xs, c, part.block, [&](index_t n, index_t b0, index_t b1) {
-      acc = merge(acc, block_moments<T, Arch>(x.plane_ptr(n, c) + b0, b1 - b0));
-    });
+    detail::for_each_block_moments<Arch>(xc, c, part.block,
+                                         [&](index_t, index_t, const moments& m) { acc = merge(acc, m); });
     out[c] = acc;
   });
 }
@@ -69,11 +107,10 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
             detail::concat(partials.size(), " slots"));
   detail::check_disjoint(where, "partials", partials, "x", x);
 
-  const std::array<tensor_view<const T>, 1> xs{x};
+  const tensor_view<const T> xc = x;
   detail::for_each_channel(x.c(), [&](index_t c) {
-    detail::for_each_channel_block(xs, c, part.block, [&](index_t n, index_t b0, index_t b1) {
-      partials[part.slot(c, n, b0 / part.block)] = block_moments<T, Arch>(x.plane_ptr(n, c) + b0, b1 - b0);
-    });
+    detail::for_each_block_moments<Arch>(
+        xc, c, part.block, [&](index_t n, index_t b, const moments& m) { partials[part.slot(c, n, b)] = m; });
   });
 }
 

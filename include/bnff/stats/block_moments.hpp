@@ -32,12 +32,103 @@ BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&
     return (a[0] + a[1]) + (a[2] + a[3]);
 }
 
+// The moments from the shift and the sums of d = x - shift: shared by every
+// path, so they all end in the same bits.
+inline moments shifted_moments(index_t len, double shift, double sum_d, double sum_d2) noexcept {
+  const double n = double(len);
+  double m2 = sum_d2 - rounded(sum_d * (sum_d / n));  // never contracted: same bits everywhere
+  if (m2 < 0) m2 = 0;                                 // rounding only; a NaN fails the test and stays NaN
+  return {n, shift + sum_d / n, m2};
+}
+
+// Blocks of at most this many batches (a 7 x 7 plane in float on AVX-512)
+// take a path that keeps them in registers between the two passes: small
+// blocks are bound by the latency of the reductions, not by the adds.
+constexpr index_t moments_register_batches = 4;
+
+// block_moments for 0 < len <= moments_register_batches * W: the same two
+// passes and final formula, the loads done once, no loops, shorter trees.
+template <class T, class Arch>
+moments block_moments_in_registers(const T* x, index_t len) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t w = index_t(batch::size), k = moments_register_batches;
+  batch v[k], d[k];
+  for (index_t i = 0; i < k; ++i) {
+    const index_t left = len - i * w;
+    v[i] = left >= w ? batch::load_unaligned(x + i * w)
+                     : (left > 0 ? simd::load_partial<Arch>(x + i * w, left, T(0)) : batch(T(0)));
+  }
+  const double n = double(len);
+  const T shift = T(double(simd::reduce_add((v[0] + v[1]) + (v[2] + v[3]))) * (1.0 / n));
+  const batch vshift(shift);
+  for (index_t i = 0; i < k; ++i) {
+    const index_t left = len - i * w;
+    // Padded lanes of the tail reload as `shift`: their d is 0.
+    d[i] = left >= w ? v[i] - vshift
+                     : (left > 0 ? simd::load_partial<Arch>(x + i * w, left, shift) - vshift : batch(T(0)));
+  }
+  const double sum_d = simd::reduce_add_double((d[0] + d[1]) + (d[2] + d[3]));
+  const double sum_d2 =
+      simd::reduce_add_double(xsimd::fma(d[0], d[0], d[1] * d[1]) + xsimd::fma(d[2], d[2], d[3] * d[3]));
+  return shifted_moments(len, double(shift), sum_d, sum_d2);
+}
+
+// Blocks longer than this take the two-pass path below; shorter ones stay in registers.
+template <class T, class Arch>
+constexpr index_t moments_register_len = moments_register_batches* index_t(xsimd::batch<T, Arch>::size);
+
+// Pass 1 of block_moments for len > moments_register_len: the shift. Each
+// chunk's sum is reduced in T (it only has to land near the mean) and the
+// chunks are added in double, so length does not matter.
+template <class T, class Arch>
+T block_shift(const T* x, index_t len) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
+  double sum = 0;
+  for (index_t c0 = 0; c0 < len; c0 += chunk) {
+    const T* p = x + c0;
+    batch a[moments_unroll_sum];
+    for (auto& v : a) v = batch(T(0));
+    simd::for_each_lanes<T, Arch, moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk,
+                                                      [&](auto lanes, auto s) { a[s] += lanes.load(p, T(0)); });
+    sum += double(simd::reduce_add(tree_sum(a)));
+  }
+  return T(sum * (1.0 / double(len)));  // near the mean is enough: no division on the critical path
+}
+
+// Pass 2 of block_moments for len > moments_register_len: deviations from the
+// shift, accumulated in T per chunk, flushed into double, and the moments.
+// Separate from pass 1 so a sweep can run pass 1 on the next blocks (streaming
+// them in) before pass 2 of the previous ones (from cache): the same bits.
+template <class T, class Arch>
+moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
+  const batch vshift(shift);
+  double sum_d = 0, sum_d2 = 0;
+  for (index_t c0 = 0; c0 < len; c0 += chunk) {
+    const T* p = x + c0;
+    batch a[moments_unroll_dev], q[moments_unroll_dev];
+    for (int i = 0; i < moments_unroll_dev; ++i) a[i] = q[i] = batch(T(0));
+    // Padded lanes load `shift`, so their d is 0 and they add nothing.
+    simd::for_each_lanes<T, Arch, moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
+      const batch d = lanes.load(p, shift) - vshift;
+      a[s] += d;
+      q[s] = xsimd::fma(d, d, q[s]);
+    });
+    sum_d += simd::reduce_add_double(tree_sum(a));
+    sum_d2 += simd::reduce_add_double(tree_sum(q));
+  }
+  return shifted_moments(len, shift, sum_d, sum_d2);
+}
+
 }  // namespace detail
 
 // (count, mean, M2) of x[0, len). Two passes over the block, both from cache:
 //   pass 1: shift = mean estimate (SIMD sum per chunk, chunks added in double);
 //   pass 2: d = x - shift, sum(d) and sum(d^2), flushed into double;
 //   mean = shift + sum(d)/len,  M2 = sum(d^2) - sum(d)^2/len.
+// Blocks of up to four batches are loaded once and kept in registers.
 // d is exact in T (Sterbenz) where x is near the mean, so no digits cancel
 // however large |mean| / std is, and a constant block gives M2 exactly 0.
 // NaN or infinity anywhere gives a NaN mean and M2. Deterministic: the bits
@@ -45,44 +136,9 @@ BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&
 // which is what lets a convolution epilogue reproduce the standalone kernel.
 template <class T, class Arch = xsimd::default_arch>
 moments block_moments(const T* x, index_t len) noexcept {
-  using batch = xsimd::batch<T, Arch>;
-  constexpr index_t chunk = detail::moments_flush_batches * index_t(batch::size);
   if (len <= 0) return {};
-
-  // Pass 1: the shift. Each chunk's sum is reduced in T (it only has to land
-  // near the mean) and the chunks are added in double, so length does not matter.
-  double sum = 0;
-  for (index_t c0 = 0; c0 < len; c0 += chunk) {
-    const T* p = x + c0;
-    batch a[detail::moments_unroll_sum];
-    for (auto& v : a) v = batch(T(0));
-    simd::for_each_lanes<T, Arch, detail::moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk,
-                                                              [&](auto lanes, auto s) { a[s] += lanes.load(p, T(0)); });
-    sum += double(simd::reduce_add(detail::tree_sum(a)));
-  }
-  const T shift = T(sum / double(len));
-  const batch vshift(shift);
-
-  // Pass 2: deviations from the shift, accumulated in T per chunk, flushed into double.
-  double sum_d = 0, sum_d2 = 0;
-  for (index_t c0 = 0; c0 < len; c0 += chunk) {
-    const T* p = x + c0;
-    batch a[detail::moments_unroll_dev], q[detail::moments_unroll_dev];
-    for (int i = 0; i < detail::moments_unroll_dev; ++i) a[i] = q[i] = batch(T(0));
-    // Padded lanes load `shift`, so their d is 0 and they add nothing.
-    simd::for_each_lanes<T, Arch, detail::moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk,
-                                                              [&](auto lanes, auto s) {
-                                                                const batch d = lanes.load(p, shift) - vshift;
-                                                                a[s] += d;
-                                                                q[s] = xsimd::fma(d, d, q[s]);
-                                                              });
-    sum_d += simd::reduce_add_double(detail::tree_sum(a));
-    sum_d2 += simd::reduce_add_double(detail::tree_sum(q));
-  }
-  const double n = double(len);
-  double m2 = sum_d2 - detail::rounded(sum_d * (sum_d / n));  // never contracted: same bits everywhere
-  if (m2 < 0) m2 = 0;                                         // rounding only; a NaN fails the test and stays NaN
-  return {n, double(shift) + sum_d / n, m2};
+  if (len <= detail::moments_register_len<T, Arch>) return detail::block_moments_in_registers<T, Arch>(x, len);
+  return detail::block_moments_shifted<T, Arch>(x, len, detail::block_shift<T, Arch>(x, len));
 }
 
 }  // namespace bnff
