@@ -385,25 +385,26 @@ struct bottleneck_data {
     const auto part1 = bnff::stats_partition{ms.n, ms.c, ms.plane()},
                part3 = bnff::stats_partition{xs.n, xs.c, xs.plane()};
     bnff::conv2d_forward<float>(p1, ctv(x, xs), wv(w1, p1), {}, tv(y1, ms), vv(ws));
-    unf::channel_stats<float>(ctv(y1, ms), part1, pv());
+    bnff::batch_norm_stats_partials(ctv(y1, ms), part1, pv().subview(0, part1.size()));
     bn1.set(part1, partials.data());
-    unf::bn_apply<float>(ctv(y1, ms), cv(bn1.scale), cv(bn1.shift), tv(a1, ms));
-    unf::relu<float>(ctv(a1, ms), tv(a1, ms));
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y1, ms), tv(a1, ms), cv(bn1.scale), cv(bn1.shift));
+    unf::relu(ctv(a1, ms), tv(a1, ms));
     bnff::conv2d_forward<float>(p2, ctv(a1, ms), wv(w2, p2), {}, tv(y2, ms), vv(ws));
-    unf::channel_stats<float>(ctv(y2, ms), part1, pv());
+    bnff::batch_norm_stats_partials(ctv(y2, ms), part1, pv().subview(0, part1.size()));
     bn2.set(part1, partials.data());
-    unf::bn_apply<float>(ctv(y2, ms), cv(bn2.scale), cv(bn2.shift), tv(a2, ms));
-    unf::relu<float>(ctv(a2, ms), tv(a2, ms));
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y2, ms), tv(a2, ms), cv(bn2.scale), cv(bn2.shift));
+    unf::relu(ctv(a2, ms), tv(a2, ms));
     bnff::conv2d_forward<float>(p3, ctv(a2, ms), wv(w3, p3), {}, tv(y3, xs), vv(ws));
-    unf::channel_stats<float>(ctv(y3, xs), part3, pv());
+    bnff::batch_norm_stats_partials(ctv(y3, xs), part3, pv().subview(0, part3.size()));
     bn3.set(part3, partials.data());
-    unf::bn_apply<float>(ctv(y3, xs), cv(bn3.scale), cv(bn3.shift), tv(out, xs));  // z3, stored
-    bnff::parallel_for(xs.n * xs.c, [&](index_t t) {                               // the residual add, its own sweep
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y3, xs), tv(out, xs), cv(bn3.scale),
+                                                     cv(bn3.shift));  // z3, stored
+    bnff::parallel_for(xs.n * xs.c, [&](index_t t) {                  // the residual add, its own sweep
       float* o = out.data() + t * xs.plane();
       const float* xp = x.data() + t * xs.plane();
       for (index_t i = 0; i < xs.plane(); ++i) o[i] += xp[i];
     });
-    unf::relu<float>(ctv(out, xs), tv(out, xs));
+    unf::relu(ctv(out, xs), tv(out, xs));
     tail_backward();
     const vector_view<float> dgm = vv(dg).subview(0, ms.c), dbm = vv(db).subview(0, ms.c);
     unf::bn_relu_conv2d_backward<float>(p3, ctv(y2, ms), ctv(a2, ms), cv(bn2.mean), cv(bn2.invstd), cv(bn2.scale),

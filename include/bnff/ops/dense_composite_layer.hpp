@@ -18,6 +18,8 @@
 #include <cmath>
 #include <vector>
 
+#include "bnff/ops/batch_norm_finalize.hpp"
+#include "bnff/ops/batch_norm_stats.hpp"
 #include "bnff/ops/bn_relu_conv2d_backward.hpp"
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp"
@@ -247,9 +249,7 @@ class dense_composite_layer {
     a2_.resize(std::size_t(pb.bottleneck_shape().size()));
     for (auto* v : {&mean1_, &invstd1_, &scale1_, &shift1_}) v->resize(std::size_t(pb.c_in));
     for (auto* v : {&mean2_, &invstd2_, &scale2_, &shift2_}) v->resize(std::size_t(pb.bottleneck));
-    part1_ = stats_partition{pb.n, pb.c_in, pb.h * pb.w};
-    part2_ = stats_partition{pb.n, pb.bottleneck, pb.h * pb.w};
-    partials_.resize(std::size_t(std::max(part1_.size(), part2_.size())));
+    merged_.resize(std::size_t(std::max(pb.c_in, pb.bottleneck)));
     da2_.resize(std::size_t(pb.bottleneck_shape().size()));
     da1_.resize(std::size_t(pb.input_shape().size()));
     ws_.resize(std::size_t(std::max({conv2d_forward_workspace_size<T, Arch>(p1, threads),
@@ -274,22 +274,17 @@ class dense_composite_layer {
     bnff::detail::check_conv_tensor(where, "out", out, pb_.output_shape());
     bnff::detail::check_no_alias(where, "out", out, x, "x");
     const conv2d_problem p1 = pb_.conv1(), p2 = pb_.conv2();
-    vector_view<moments> pv(partials_.data(), index_t(partials_.size()));
-    channel_stats<T>(x, part1_, pv);
-    for (index_t c = 0; c < pb_.c_in; ++c)
-      bnff::detail::bn_params_from(merge_channel(part1_, partials_.data(), c), double(p.gamma1[c]), double(p.beta1[c]),
-                                   eps, mean1_[std::size_t(c)], invstd1_[std::size_t(c)], scale1_[std::size_t(c)],
-                                   shift1_[std::size_t(c)]);
-    bn_apply<T, Arch>(x, vec(scale1_), vec(shift1_), a1());
-    relu<T, Arch>(a1(), a1());
+    batch_norm_stats<Arch>(x, merged(pb_.c_in));
+    batch_norm_finalize<T>(stats(pb_.c_in), p.gamma1, p.beta1, eps, mvec(mean1_), mvec(invstd1_), mvec(scale1_),
+                           mvec(shift1_));
+    batch_norm_apply_affine<bn_identity, Arch, T>(x, a1(), vec(scale1_), vec(shift1_));
+    unfused::relu<Arch, T>(tensor_view<const T>(a1()), a1());
     conv2d_forward<T, Arch>(p1, a1(), p.w1, {}, y1(), ws());
-    channel_stats<T>(y1(), part2_, pv);
-    for (index_t c = 0; c < pb_.bottleneck; ++c)
-      bnff::detail::bn_params_from(merge_channel(part2_, partials_.data(), c), double(p.gamma2[c]), double(p.beta2[c]),
-                                   eps, mean2_[std::size_t(c)], invstd2_[std::size_t(c)], scale2_[std::size_t(c)],
-                                   shift2_[std::size_t(c)]);
-    bn_apply<T, Arch>(y1(), vec(scale2_), vec(shift2_), a2());
-    relu<T, Arch>(a2(), a2());
+    batch_norm_stats<Arch>(tensor_view<const T>(y1()), merged(pb_.bottleneck));
+    batch_norm_finalize<T>(stats(pb_.bottleneck), p.gamma2, p.beta2, eps, mvec(mean2_), mvec(invstd2_), mvec(scale2_),
+                           mvec(shift2_));
+    batch_norm_apply_affine<bn_identity, Arch, T>(tensor_view<const T>(y1()), a2(), vec(scale2_), vec(shift2_));
+    unfused::relu<Arch, T>(tensor_view<const T>(a2()), a2());
     conv2d_forward<T, Arch>(p2, a2(), p.w2, {}, out, ws());
   }
 
@@ -318,11 +313,14 @@ class dense_composite_layer {
   tensor_view<T> da1() { return {da1_.data(), pb_.input_shape()}; }
   vector_view<T> ws() { return {ws_.data(), index_t(ws_.size())}; }
   static vector_view<const T> vec(const std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+  static vector_view<T> mvec(std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+
+  vector_view<moments> merged(index_t channels) { return {merged_.data(), channels}; }
+  vector_view<const moments> stats(index_t channels) const { return {merged_.data(), channels}; }
 
   composite_layer_problem pb_;
   std::vector<T> a1_, y1_, a2_, mean1_, invstd1_, scale1_, shift1_, mean2_, invstd2_, scale2_, shift2_;
-  stats_partition part1_, part2_;
-  std::vector<moments> partials_;
+  std::vector<moments> merged_;
   std::vector<T> da2_, da1_, ws_;
 };
 
