@@ -19,6 +19,7 @@
 #include "bench_common.hpp"
 #include "bnff/conv/layer_catalog.hpp"
 #include "bnff/ops/dense_composite_layer.hpp"
+#include "bnff/stats/bn_channel_params.hpp"
 
 namespace {
 
@@ -58,12 +59,12 @@ struct bn_params {
       : mean(std::size_t(c)), invstd(std::size_t(c)), scale(std::size_t(c)), shift(std::size_t(c)) {}
   void set(const bnff::stats_partition& part, const moments* partials) {
     for (index_t c = 0; c < part.channels; ++c) {
-      const moments m = bnff::merge_channel(part, partials, c);
-      const double is = 1.0 / std::sqrt(m.variance() + eps);
-      mean.data()[c] = float(m.mean);
-      invstd.data()[c] = float(is);
-      scale.data()[c] = float(is);
-      shift.data()[c] = float(-m.mean * is);
+      const bnff::bn_channel_params bn =
+          bnff::bn_params_from_moments(bnff::merge_channel(part, partials, c), 1, 0, eps);
+      mean.data()[c] = float(bn.mean);
+      invstd.data()[c] = float(bn.invstd);
+      scale.data()[c] = float(bn.scale);
+      shift.data()[c] = float(bn.shift);
     }
   }
 };

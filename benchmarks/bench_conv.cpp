@@ -15,6 +15,7 @@
 #include "bnff/gemm/gemm.hpp"
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/conv_bn_relu_unfused.hpp"
+#include "bnff/stats/bn_channel_params.hpp"
 
 namespace {
 
@@ -83,10 +84,10 @@ std::vector<named_problem> conv_shapes(const bench::options& o) {
 // scale = gamma * invstd, shift = beta - mean * scale from the merged partials (gamma 1, beta 0).
 void finalize(const bnff::stats_partition& part, const std::vector<moments>& partials, float* scale, float* shift) {
   for (index_t k = 0; k < part.channels; ++k) {
-    const moments m = bnff::merge_channel(part, partials.data(), k);
-    const double invstd = 1.0 / std::sqrt(m.variance() + 1e-5);
-    scale[k] = float(invstd);
-    shift[k] = float(-m.mean * invstd);
+    const bnff::bn_channel_params bn =
+        bnff::bn_params_from_moments(bnff::merge_channel(part, partials.data(), k), 1, 0, 1e-5);
+    scale[k] = float(bn.scale);
+    shift[k] = float(bn.shift);
   }
 }
 

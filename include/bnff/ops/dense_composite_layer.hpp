@@ -57,17 +57,6 @@ struct composite_layer_grads {
 
 namespace detail {
 
-// mean, invstd = 1 / sqrt(var + eps), scale = gamma * invstd, shift = beta - mean * scale,
-// in double from the channel's moments (biased variance), rounded once to T.
-template <class T>
-void bn_params_from(const moments& m, double gamma, double beta, double eps, T& mean, T& invstd, T& scale, T& shift) {
-  const double is = 1.0 / std::sqrt(m.variance() + eps);
-  mean = T(m.mean);
-  invstd = T(is);
-  scale = T(gamma * is);
-  shift = T(beta - m.mean * gamma * is);
-}
-
 template <class T>
 void check_params(const char* where, const composite_layer_problem& pb, const composite_layer_params<T>& p,
                   double eps) {
@@ -159,17 +148,13 @@ class dense_composite_layer {
     // The convolutions check the rest (aliasing of out with the weights, workspace) before writing.
     detail::check_conv2d_forward<T, Arch>(where, p2, tensor_view<const T>(y1()), p.w2, out, ws());
 
-    for (index_t c = 0; c < pb_.c_in; ++c)
-      detail::bn_params_from(x_stats[c], double(p.gamma1[c]), double(p.beta1[c]), eps, mean1_[std::size_t(c)],
-                             invstd1_[std::size_t(c)], scale1_[std::size_t(c)], shift1_[std::size_t(c)]);
+    batch_norm_finalize<T>(x_stats, p.gamma1, p.beta1, eps, mvec(mean1_), mvec(invstd1_), mvec(scale1_), mvec(shift1_));
     bn_relu_conv2d_forward_stats<T, Arch>(p1, x, vec(scale1_), vec(shift1_), p.w1, y1(), partials1(), ws());
     const stats_partition part1 = conv2d_stats_partition<T, Arch>(p1);
-    for (index_t c = 0; c < pb_.bottleneck; ++c) {
+    for (index_t c = 0; c < pb_.bottleneck; ++c)
       y1_moments_[std::size_t(c)] = merge_channel(part1, fwd_partials_.data(), c);
-      detail::bn_params_from(y1_moments_[std::size_t(c)], double(p.gamma2[c]), double(p.beta2[c]), eps,
-                             mean2_[std::size_t(c)], invstd2_[std::size_t(c)], scale2_[std::size_t(c)],
-                             shift2_[std::size_t(c)]);
-    }
+    batch_norm_finalize<T>(y1_stats(), p.gamma2, p.beta2, eps, mvec(mean2_), mvec(invstd2_), mvec(scale2_),
+                           mvec(shift2_));
     bn_relu_conv2d_forward_stats<T, Arch>(p2, tensor_view<const T>(y1()), vec(scale2_), vec(shift2_), p.w2, out,
                                           partials2(), ws());
     const stats_partition part2 = conv2d_stats_partition<T, Arch>(p2);
@@ -225,6 +210,7 @@ class dense_composite_layer {
   vector_view<moments> partials2() { return partials1(); }
   vector_view<bn_backward_partial> bwd_partials() { return {bwd_partials_.data(), index_t(bwd_partials_.size())}; }
   static vector_view<const T> vec(const std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+  static vector_view<T> mvec(std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
 
   composite_layer_problem pb_;
   std::vector<T> y1_, mean1_, invstd1_, scale1_, shift1_, mean2_, invstd2_, scale2_, shift2_;
