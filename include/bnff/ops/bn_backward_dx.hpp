@@ -9,6 +9,7 @@
 #include "bnff/fusion/bn_relu_backward_epilogue.hpp"
 #include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/parallel/parallel.hpp"
+#include "bnff/simd/fma.hpp"
 
 namespace bnff {
 
@@ -63,8 +64,8 @@ void bn_backward_dx_run(const tensor_view<const T>& x, const tensor_view<const T
       fusion::detail::for_each_batch<T, Arch>(
           plane,
           [&](index_t j) {
-            const batch g = xsimd::fms(vs, batch::load_unaligned(dyp + j),
-                                       xsimd::fma(batch::load_unaligned(xp + j) - vmu, vk1, vk0));
+            const batch g =
+                simd::fms(vs, batch::load_unaligned(dyp + j), simd::fma(batch::load_unaligned(xp + j) - vmu, vk1, vk0));
             (accumulate ? g + batch::load_unaligned(dxp + j) : g).store_unaligned(dxp + j);
           },
           [&](index_t j) {

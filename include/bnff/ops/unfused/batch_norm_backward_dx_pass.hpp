@@ -6,6 +6,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -50,7 +51,7 @@ void unfused_batch_norm_backward_dx_run(
                                       k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
           Store::template for_each<T, Arch>(x.plane(), dxp, [&](auto lanes, auto) {
             const batch xc = lanes.load(xp) - vmean;
-            lanes.store(dxp, xsimd::fms(vk, lanes.load(dyp), xsimd::fma(xc, k1, k0)));
+            lanes.store(dxp, simd::fms(vk, lanes.load(dyp), simd::fma(xc, k1, k0)));
           });
         },
         [] { Store::finish(); });

@@ -12,6 +12,7 @@
 #include "bnff/ops/bn_backward_dx.hpp"
 #include "bnff/ops/conv2d_backward_data.hpp"
 #include "bnff/ops/conv2d_backward_weights.hpp"
+#include "bnff/simd/fma.hpp"
 
 namespace bnff::unfused {
 
@@ -73,7 +74,7 @@ void bn_backward_reduce(tensor_view<const T> x, tensor_view<const T> dy, vector_
           [&](index_t j) {
             const batch d = batch::load_unaligned(dyp + j);
             a0 += d;
-            a1 = xsimd::fma(d, batch::load_unaligned(xp + j) - vmean, a1);
+            a1 = simd::fma(d, batch::load_unaligned(xp + j) - vmean, a1);
           },
           [&](index_t j) {
             t0 += double(dyp[j]);
