@@ -128,8 +128,8 @@ void add_conv_families(const bench::options& o) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
       for (auto _ : st)
-        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dx, d.xs()), false,
-                                          vv(d.ws));
+        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dx, d.xs()),
+                                          bnff::grad_overwrite{}, vv(d.ws));
       bench::set_counters(st, yb + wb + xb, fl);
     });
     bench::add("conv_bwd_data", "fused", s.name, [=](benchmark::State& st) {
@@ -145,8 +145,8 @@ void add_conv_families(const bench::options& o) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
       for (auto _ : st) {
-        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dy, d.xs()), false,
-                                          vv(d.ws));
+        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dy, d.xs()),
+                                          bnff::grad_overwrite{}, vv(d.ws));
         unf::relu_backward_stored<float>(ctv(d.a, d.xs()), ctv(d.dy, d.xs()), tv(d.dy, d.xs()));
         unf::bn_backward_reduce<float>(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
                                        vv(d.dgamma), vv(d.dbeta));
@@ -247,7 +247,7 @@ void add_cpl(const bench::options& o) {
         for (auto _ : st) {
           if (step)
             layer.forward(d.xv(), {d.xst.data(), d.pb.c_in}, d.params(), eps, d.outv(), {d.outst.data(), d.pb.growth});
-          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
+          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
         bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
         st.counters["kept_MB"] = double(bnff::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
@@ -259,7 +259,7 @@ void add_cpl(const bench::options& o) {
         layer.forward(d.xv(), d.params(), eps, d.outv());
         for (auto _ : st) {
           if (step) layer.forward(d.xv(), d.params(), eps, d.outv());
-          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
+          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
         bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
         st.counters["kept_MB"] = double(unf::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
@@ -373,12 +373,12 @@ struct bottleneck_data {
     const vector_view<float> dgm = vv(dg).subview(0, ms.c), dbm = vv(db).subview(0, ms.c);
     bnff::bn_relu_conv2d_backward<float>(p3, ctv(y2, ms), cv(bn2.mean), cv(bn2.invstd), cv(bn2.scale), cv(bn2.shift),
                                          wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), bpv(), dgm, dbm,
-                                         tv(s2, ms), false, vv(ws));
+                                         tv(s2, ms), bnff::grad_overwrite{}, vv(ws));
     bnff::bn_relu_conv2d_backward<float>(p2, ctv(y1, ms), cv(bn1.mean), cv(bn1.invstd), cv(bn1.scale), cv(bn1.shift),
                                          wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), bpv(), dgm, dbm, tv(s1, ms),
-                                         false, vv(ws));
+                                         bnff::grad_overwrite{}, vv(ws));
     bnff::conv2d_backward_weights<float>(p1, ctv(x, xs), ctv(s1, ms), dwv(dw1, p1), {}, vv(ws));
-    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), false, vv(ws));
+    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), bnff::grad_overwrite{}, vv(ws));
     add_identity_grad();
   }
 
@@ -409,13 +409,13 @@ struct bottleneck_data {
     tail_backward();
     const vector_view<float> dgm = vv(dg).subview(0, ms.c), dbm = vv(db).subview(0, ms.c);
     unf::bn_relu_conv2d_backward<float>(p3, ctv(y2, ms), ctv(a2, ms), cv(bn2.mean), cv(bn2.invstd), cv(bn2.scale),
-                                        wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), dgm, dbm, tv(s2, ms), false,
-                                        vv(ws));
+                                        wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), dgm, dbm, tv(s2, ms),
+                                        bnff::grad_overwrite{}, vv(ws));
     unf::bn_relu_conv2d_backward<float>(p2, ctv(y1, ms), ctv(a1, ms), cv(bn1.mean), cv(bn1.invstd), cv(bn1.scale),
-                                        wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), dgm, dbm, tv(s1, ms), false,
-                                        vv(ws));
+                                        wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), dgm, dbm, tv(s1, ms),
+                                        bnff::grad_overwrite{}, vv(ws));
     bnff::conv2d_backward_weights<float>(p1, ctv(x, xs), ctv(s1, ms), dwv(dw1, p1), {}, vv(ws));
-    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), false, vv(ws));
+    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), bnff::grad_overwrite{}, vv(ws));
     add_identity_grad();
   }
 

@@ -162,11 +162,12 @@ class dense_composite_layer {
   }
 
   // Gradients of the last forward: dout is the gradient of its output (complete: every later
-  // layer has added to it); dx receives the gradient of its input (accumulate = true adds, as
-  // a concatenation gradient sums every reader's share); g receives the parameter gradients.
+  // layer has added to it); dx receives the gradient of its input (GradMode grad_accumulate adds,
+  // as a concatenation gradient sums every reader's share; grad_overwrite writes); g receives the parameter gradients.
   // x and p must be those of the forward.
+  template <class GradMode>
   void backward(tensor_view<const T> x, const composite_layer_params<T>& p, tensor_view<const T> dout,
-                tensor_view<T> dx, bool accumulate, const composite_layer_grads<T>& g) {
+                tensor_view<T> dx, GradMode mode, const composite_layer_grads<T>& g) {
     constexpr const char* where = "dense_composite_layer::backward";
     detail::check_params(where, pb_, p, 1.0);
     detail::check_grads(where, pb_, g);
@@ -188,11 +189,11 @@ class dense_composite_layer {
     // conv2 and BN2: dY1 replaces the dy2 scratch.
     bn_relu_conv2d_backward<T, Arch>(p2, tensor_view<const T>(y1()), vec(mean2_), vec(invstd2_), vec(scale2_),
                                      vec(shift2_), p.w2, dout, g.dw2, dy2(), bwd_partials(), g.dgamma2, g.dbeta2, dy2(),
-                                     false, ws());
+                                     grad_overwrite{}, ws());
     // conv1 and BN1, into the concatenation gradient.
     bn_relu_conv2d_backward<T, Arch>(p1, x, vec(mean1_), vec(invstd1_), vec(scale1_), vec(shift1_), p.w1,
                                      tensor_view<const T>(dy2()), g.dw1, dy1(), bwd_partials(), g.dgamma1, g.dbeta1, dx,
-                                     accumulate, ws());
+                                     mode, ws());
   }
 
   // Y1's moments from the last forward (for the running statistics of BN2).
@@ -275,8 +276,9 @@ class dense_composite_layer {
   }
 
   // As the fused backward, from the stored A1, Y1, A2.
+  template <class GradMode>
   void backward(tensor_view<const T> x, const composite_layer_params<T>& p, tensor_view<const T> dout,
-                tensor_view<T> dx, bool accumulate, const composite_layer_grads<T>& g) {
+                tensor_view<T> dx, GradMode mode, const composite_layer_grads<T>& g) {
     constexpr const char* where = "unfused::dense_composite_layer::backward";
     bnff::detail::check_params(where, pb_, p, 1.0);
     bnff::detail::check_grads(where, pb_, g);
@@ -286,9 +288,9 @@ class dense_composite_layer {
     bnff::detail::check_no_alias(where, "dx", dx, x, "x");
     bnff::detail::check_no_alias(where, "dx", dx, dout, "dout");
     bn_relu_conv2d_backward<T, Arch>(pb_.conv2(), y1(), a2(), vec(mean2_), vec(invstd2_), vec(scale2_), p.w2, dout,
-                                     g.dw2, da2(), g.dgamma2, g.dbeta2, da2(), false, ws());
+                                     g.dw2, da2(), g.dgamma2, g.dbeta2, da2(), grad_overwrite{}, ws());
     bn_relu_conv2d_backward<T, Arch>(pb_.conv1(), x, a1(), vec(mean1_), vec(invstd1_), vec(scale1_), p.w1, da2(), g.dw1,
-                                     da1(), g.dgamma1, g.dbeta1, dx, accumulate, ws());
+                                     da1(), g.dgamma1, g.dbeta1, dx, mode, ws());
   }
 
  private:

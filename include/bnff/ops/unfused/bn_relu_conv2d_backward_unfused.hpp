@@ -90,18 +90,18 @@ void bn_backward_reduce(tensor_view<const T> x, tensor_view<const T> dy, vector_
 
 // The unfused backward of out = conv(a, w), a = max(0, BN(x)) stored by the unfused forward:
 // conv data gradient into da, ReLU backward in place (da becomes dy), BN reductions, BN dx
-// (overwrite or accumulate), weight gradient from the stored a. da: scratch shaped like x.
-template <class T, class Arch = xsimd::default_arch>
+// (GradMode: grad_overwrite or grad_accumulate), weight gradient from the stored a. da: scratch shaped like x.
+template <class T, class Arch = xsimd::default_arch, class GradMode>
 void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T> x, tensor_view<const T> a,
                              vector_view<const T> mean, vector_view<const T> invstd, vector_view<const T> scale,
                              tensor_view<const T> w, tensor_view<const T> dout, tensor_view<T> dw, tensor_view<T> da,
-                             vector_view<T> dgamma, vector_view<T> dbeta, tensor_view<T> dx, bool accumulate,
+                             vector_view<T> dgamma, vector_view<T> dbeta, tensor_view<T> dx, GradMode mode,
                              vector_view<T> workspace) {
   conv2d_backward_weights<T, Arch>(problem, a, dout, dw, {}, workspace);
-  conv2d_backward_data<T, Arch>(problem, dout, w, da, false, workspace);
+  conv2d_backward_data<T, Arch>(problem, dout, w, da, grad_overwrite{}, workspace);
   relu_backward_stored<T, Arch>(a, da, da);
   bn_backward_reduce<T, Arch>(x, da, mean, invstd, dgamma, dbeta);
-  bn_backward_dx<T, Arch>(x, da, mean, invstd, scale, dgamma, dbeta, dx, accumulate);
+  bn_backward_dx<T, Arch>(x, da, mean, invstd, scale, dgamma, dbeta, dx, mode);
 }
 
 }  // namespace bnff::unfused
