@@ -147,9 +147,9 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st) {
         bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dy, d.xs()),
                                           bnff::grad_overwrite{}, vv(d.ws));
-        unf::relu_backward_stored<float>(ctv(d.a, d.xs()), ctv(d.dy, d.xs()), tv(d.dy, d.xs()));
-        unf::bn_backward_reduce<float>(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
-                                       vv(d.dgamma), vv(d.dbeta));
+        unf::relu_backward(ctv(d.a, d.xs()), ctv(d.dy, d.xs()), tv(d.dy, d.xs()));
+        unf::batch_norm_backward_reduce(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
+                                        vv(d.dbeta), vv(d.dgamma));
       }
       bench::set_counters(st, yb + wb + xb, fl);
     });
@@ -353,8 +353,8 @@ struct bottleneck_data {
   }
   // The tail's backward, the same sweeps in both variants: dz = dout * [out > 0], BN3's sums, dY3.
   void tail_backward() {
-    unf::relu_backward_stored<float>(ctv(out, xs), ctv(dout, xs), tv(dz, xs));
-    unf::bn_backward_reduce<float>(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), vv(dg), vv(db));
+    unf::relu_backward(ctv(out, xs), ctv(dout, xs), tv(dz, xs));
+    unf::batch_norm_backward_reduce(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), vv(db), vv(dg));
     bnff::bn_backward_dx<float>(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), cv(bn3.scale), cv(dg), cv(db),
                                 tv(dy3, xs));
   }
