@@ -69,21 +69,6 @@ struct bn_params {
   }
 };
 
-struct named_problem {
-  std::string name;
-  conv2d_problem pb;
-};
-
-std::vector<named_problem> conv_shapes(const bench::options& o) {
-  const auto cpl = bnff::catalog::densenet121_composite_layers(16);
-  const auto res = bnff::catalog::resnet50_bottlenecks(16);
-  std::vector<named_problem> out{{cpl[5].name + ".conv1", cpl[5].conv1()}, {cpl[5].name + ".conv2", cpl[5].conv2()}};
-  if (o.quick) return out;
-  out.push_back({res[0].name + ".conv2", res[0].conv2()});
-  out.push_back({cpl[6 + 11].name + ".conv1", cpl[6 + 11].conv1()});
-  return out;
-}
-
 // One BN + ReLU + conv problem's tensors for its backward: x (pre-BN input), a (activated,
 // for the unfused), dout, w, and the outputs.
 struct conv_bwd_data {
@@ -119,18 +104,16 @@ struct conv_bwd_data {
 };
 
 void add_conv_families(const bench::options& o) {
-  for (const auto& s : conv_shapes(o)) {
-    const conv2d_problem pb = s.pb;
-    const double fl = pb.flops();
-    const double xb = 4.0 * double(pb.input_shape().size()), yb = 4.0 * double(pb.output_shape().size()),
-                 wb = 4.0 * double(pb.filter_shape().size());
+  for (const auto& s : bench::conv_problems(o)) {
+    const conv2d_problem pb = s.problem;
+    const double bytes = bench::model::conv_bytes(pb), fl = bench::model::conv_flops(pb);
     bench::add("conv_bwd_data", "plain", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
       for (auto _ : st)
         bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dx, d.xs()),
                                           bnff::grad_overwrite{}, vv(d.ws));
-      bench::set_counters(st, yb + wb + xb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_data", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -139,7 +122,7 @@ void add_conv_families(const bench::options& o) {
         bnff::conv2d_backward_data_bn_relu<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()),
                                                   ctv(d.x, d.xs()), cv(d.bn.scale), cv(d.bn.shift), cv(d.bn.mean),
                                                   tv(d.dy, d.xs()), d.pv(), vv(d.ws));
-      bench::set_counters(st, yb + wb + xb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_data", "unfused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -151,7 +134,7 @@ void add_conv_families(const bench::options& o) {
         unf::batch_norm_backward_reduce(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
                                         vv(d.dbeta), vv(d.dgamma));
       }
-      bench::set_counters(st, yb + wb + xb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_weights", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -159,7 +142,7 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st)
         bnff::bn_relu_conv2d_backward_weights<float>(pb, ctv(d.x, d.xs()), cv(d.bn.scale), cv(d.bn.shift),
                                                      ctv(d.dout, d.ys()), tv(d.dw, pb.filter_shape()), {}, vv(d.ws));
-      bench::set_counters(st, xb + yb + wb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_weights", "unfused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -167,7 +150,7 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st)
         bnff::conv2d_backward_weights<float>(pb, ctv(d.a, d.xs()), ctv(d.dout, d.ys()), tv(d.dw, pb.filter_shape()), {},
                                              vv(d.ws));
-      bench::set_counters(st, xb + yb + wb, fl);
+      bench::set_counters(st, bytes, fl);
     });
   }
 }
@@ -220,23 +203,10 @@ struct cpl_data {
   bnff::composite_layer_grads<float> grads() {
     return {tv(dw1, pb.conv1().filter_shape()), tv(dw2, pb.conv2().filter_shape()), vv(dg1), vv(db1), vv(dg2), vv(db2)};
   }
-  // Backward: read dout, Y1, x, W1, W2; write dx, dW1, dW2. Step: read x, dout, W1, W2; write
-  // out, dx, dW1, dW2 (Y1 is internal to the step).
-  double bwd_bytes() const {
-    return 4.0 * double(pb.output_shape().size() + pb.bottleneck_shape().size() + 2 * pb.input_shape().size() +
-                        2 * (w1.size + w2.size));
-  }
-  double step_bytes() const {
-    return 4.0 * double(2 * pb.input_shape().size() + 2 * pb.output_shape().size() + 2 * (w1.size + w2.size));
-  }
-  double fwd_flops() const { return pb.conv1().flops() + pb.conv2().flops(); }
 };
 
 void add_cpl(const bench::options& o) {
-  auto layers = bnff::catalog::densenet121_composite_layers(16);
-  std::vector<bnff::catalog::composite_layer> chosen{layers[5]};
-  if (!o.quick) chosen.push_back(layers[6 + 11]);
-  for (const auto& l : chosen) {
+  for (const auto& l : bench::composite_layers(o)) {
     for (const bool step : {false, true}) {
       const std::string family = step ? "cpl_step" : "cpl_bwd";
       bench::add(family, "fused", l.name, [l, step](benchmark::State& st) {
@@ -249,7 +219,8 @@ void add_cpl(const bench::options& o) {
             layer.forward(d.xv(), {d.xst.data(), d.pb.c_in}, d.params(), eps, d.outv(), {d.outst.data(), d.pb.growth});
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
-        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
         st.counters["kept_MB"] = double(bnff::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
       bench::add(family, "unfused", l.name, [l, step](benchmark::State& st) {
@@ -261,7 +232,8 @@ void add_cpl(const bench::options& o) {
           if (step) layer.forward(d.xv(), d.params(), eps, d.outv());
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
-        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
         st.counters["kept_MB"] = double(unf::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
     }
@@ -418,23 +390,16 @@ struct bottleneck_data {
     bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), bnff::grad_overwrite{}, vv(ws));
     add_identity_grad();
   }
-
-  // Read x, dout, W1..3; write out, dx, dW1..3.
-  double bytes() const { return 4.0 * double(4 * xs.size() + 2 * (w1.size + w2.size + w3.size)); }
-  double flops() const { return 3 * (p1.flops() + p2.flops() + p3.flops()); }
 };
 
 void add_bottleneck(const bench::options& o) {
-  const auto blocks = bnff::catalog::resnet50_bottlenecks(16);
-  std::vector<bnff::catalog::bottleneck_block> chosen{blocks[0]};
-  if (!o.quick) chosen.push_back(blocks[1]);
-  for (const auto& b : chosen)
+  for (const auto& b : bench::bottlenecks(o))
     for (const bool fused : {true, false})
       bench::add("bottleneck_step", fused ? "fused" : "unfused", b.name, [b, fused](benchmark::State& st) {
         bench::use_threads(st);
         bottleneck_data d(b);
         for (auto _ : st) fused ? d.fused_step() : d.unfused_step();
-        bench::set_counters(st, d.bytes(), d.flops());
+        bench::set_counters(st, bench::model::bottleneck_step_bytes(b), bench::model::bottleneck_step_flops(b));
       });
 }
 
