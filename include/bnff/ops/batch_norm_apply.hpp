@@ -42,8 +42,9 @@ void bn_apply_sweep(const tensor_view<const T>& x, const tensor_view<T>& y, cons
 template <class Activation, class Arch, class T>
 void bn_apply(const tensor_view<const T>& x, const tensor_view<T>& y, const T* center, const T* scale,
               const T* offset) {
-  with_store_policy<T>(
-      y.size(), [&](auto store) { bn_apply_sweep<Activation, decltype(store), Arch, T>(x, y, center, scale, offset); });
+  with_store_policy<T>(y.size(), y.data() == x.data(), [&](auto store) {
+    bn_apply_sweep<Activation, decltype(store), Arch, T>(x, y, center, scale, offset);
+  });
 }
 
 }  // namespace detail

@@ -125,7 +125,7 @@ void batch_norm_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_vi
   detail::check_disjoint(where, "dbeta", dbeta, "dx", dx);
   detail::check_disjoint(where, "dbeta", dbeta, "dgamma", dgamma);
 
-  detail::with_store_policy<T>(dx.size(), [&](auto store) {
+  detail::with_store_policy<T>(dx.size(), dx.data() == x.data() || dx.data() == dz.data(), [&](auto store) {
     // Accumulating reads dx anyway: streaming its stores would save nothing.
     using Store = std::conditional_t<GradMode::reads_output, simd::temporal_stores, decltype(store)>;
     detail::bn_backward_sweeps<Activation, GradMode, Store, Arch, T>(

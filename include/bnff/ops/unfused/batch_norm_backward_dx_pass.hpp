@@ -42,7 +42,7 @@ void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const
                           ScaleOf scale_of, const T* sum_dy, const T* sum_dy_xhat, const tensor_view<T>& dx) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
-  bnff::detail::with_store_policy<T>(dx.size(), [&](auto store) {
+  bnff::detail::with_store_policy<T>(dx.size(), dx.data() == dy.data(), [&](auto store) {
     using Store = std::conditional_t<GradMode::reads_output, simd::temporal_stores, decltype(store)>;
     bnff::detail::for_each_plane(
         x.n(), x.c(), x.plane(),

@@ -41,7 +41,7 @@ void unfused_batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced
                                       vector_view<const bnff::detail::nondeduced_t<T>> gamma,
                                       vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
   using batch = xsimd::batch<T, Arch>;
-  bnff::detail::with_store_policy<T>(y.size(), [&](auto store) {
+  bnff::detail::with_store_policy<T>(y.size(), y.data() == x.data(), [&](auto store) {
     using Store = decltype(store);
     bnff::detail::for_each_plane(
         x.n(), x.c(), x.plane(),
