@@ -19,6 +19,7 @@
 #include "bench_common.hpp"
 #include "bnff/conv/layer_catalog.hpp"
 #include "bnff/ops/dense_composite_layer.hpp"
+#include "bnff/stats/bn_channel_params.hpp"
 
 namespace {
 
@@ -58,30 +59,15 @@ struct bn_params {
       : mean(std::size_t(c)), invstd(std::size_t(c)), scale(std::size_t(c)), shift(std::size_t(c)) {}
   void set(const bnff::stats_partition& part, const moments* partials) {
     for (index_t c = 0; c < part.channels; ++c) {
-      const moments m = bnff::merge_channel(part, partials, c);
-      const double is = 1.0 / std::sqrt(m.variance() + eps);
-      mean.data()[c] = float(m.mean);
-      invstd.data()[c] = float(is);
-      scale.data()[c] = float(is);
-      shift.data()[c] = float(-m.mean * is);
+      const bnff::bn_channel_params bn =
+          bnff::bn_params_from_moments(bnff::merge_channel(part, partials, c), 1, 0, eps);
+      mean.data()[c] = float(bn.mean);
+      invstd.data()[c] = float(bn.invstd);
+      scale.data()[c] = float(bn.scale);
+      shift.data()[c] = float(bn.shift);
     }
   }
 };
-
-struct named_problem {
-  std::string name;
-  conv2d_problem pb;
-};
-
-std::vector<named_problem> conv_shapes(const bench::options& o) {
-  const auto cpl = bnff::catalog::densenet121_composite_layers(16);
-  const auto res = bnff::catalog::resnet50_bottlenecks(16);
-  std::vector<named_problem> out{{cpl[5].name + ".conv1", cpl[5].conv1()}, {cpl[5].name + ".conv2", cpl[5].conv2()}};
-  if (o.quick) return out;
-  out.push_back({res[0].name + ".conv2", res[0].conv2()});
-  out.push_back({cpl[6 + 11].name + ".conv1", cpl[6 + 11].conv1()});
-  return out;
-}
 
 // One BN + ReLU + conv problem's tensors for its backward: x (pre-BN input), a (activated,
 // for the unfused), dout, w, and the outputs.
@@ -118,18 +104,16 @@ struct conv_bwd_data {
 };
 
 void add_conv_families(const bench::options& o) {
-  for (const auto& s : conv_shapes(o)) {
-    const conv2d_problem pb = s.pb;
-    const double fl = pb.flops();
-    const double xb = 4.0 * double(pb.input_shape().size()), yb = 4.0 * double(pb.output_shape().size()),
-                 wb = 4.0 * double(pb.filter_shape().size());
+  for (const auto& s : bench::conv_problems(o)) {
+    const conv2d_problem pb = s.problem;
+    const double bytes = bench::model::conv_bytes(pb), fl = bench::model::conv_flops(pb);
     bench::add("conv_bwd_data", "plain", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
       for (auto _ : st)
-        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dx, d.xs()), false,
-                                          vv(d.ws));
-      bench::set_counters(st, yb + wb + xb, fl);
+        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dx, d.xs()),
+                                          bnff::grad_overwrite{}, vv(d.ws));
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_data", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -138,19 +122,19 @@ void add_conv_families(const bench::options& o) {
         bnff::conv2d_backward_data_bn_relu<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()),
                                                   ctv(d.x, d.xs()), cv(d.bn.scale), cv(d.bn.shift), cv(d.bn.mean),
                                                   tv(d.dy, d.xs()), d.pv(), vv(d.ws));
-      bench::set_counters(st, yb + wb + xb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_data", "unfused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
       conv_bwd_data d(pb);
       for (auto _ : st) {
-        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dy, d.xs()), false,
-                                          vv(d.ws));
-        unf::relu_backward_stored<float>(ctv(d.a, d.xs()), ctv(d.dy, d.xs()), tv(d.dy, d.xs()));
-        unf::bn_backward_reduce<float>(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
-                                       vv(d.dgamma), vv(d.dbeta));
+        bnff::conv2d_backward_data<float>(pb, ctv(d.dout, d.ys()), ctv(d.w, pb.filter_shape()), tv(d.dy, d.xs()),
+                                          bnff::grad_overwrite{}, vv(d.ws));
+        unf::relu_backward(ctv(d.a, d.xs()), ctv(d.dy, d.xs()), tv(d.dy, d.xs()));
+        unf::batch_norm_backward_reduce(ctv(d.x, d.xs()), ctv(d.dy, d.xs()), cv(d.bn.mean), cv(d.bn.invstd),
+                                        vv(d.dbeta), vv(d.dgamma));
       }
-      bench::set_counters(st, yb + wb + xb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_weights", "fused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -158,7 +142,7 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st)
         bnff::bn_relu_conv2d_backward_weights<float>(pb, ctv(d.x, d.xs()), cv(d.bn.scale), cv(d.bn.shift),
                                                      ctv(d.dout, d.ys()), tv(d.dw, pb.filter_shape()), {}, vv(d.ws));
-      bench::set_counters(st, xb + yb + wb, fl);
+      bench::set_counters(st, bytes, fl);
     });
     bench::add("conv_bwd_weights", "unfused", s.name, [=](benchmark::State& st) {
       bench::use_threads(st);
@@ -166,7 +150,7 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st)
         bnff::conv2d_backward_weights<float>(pb, ctv(d.a, d.xs()), ctv(d.dout, d.ys()), tv(d.dw, pb.filter_shape()), {},
                                              vv(d.ws));
-      bench::set_counters(st, xb + yb + wb, fl);
+      bench::set_counters(st, bytes, fl);
     });
   }
 }
@@ -219,23 +203,10 @@ struct cpl_data {
   bnff::composite_layer_grads<float> grads() {
     return {tv(dw1, pb.conv1().filter_shape()), tv(dw2, pb.conv2().filter_shape()), vv(dg1), vv(db1), vv(dg2), vv(db2)};
   }
-  // Backward: read dout, Y1, x, W1, W2; write dx, dW1, dW2. Step: read x, dout, W1, W2; write
-  // out, dx, dW1, dW2 (Y1 is internal to the step).
-  double bwd_bytes() const {
-    return 4.0 * double(pb.output_shape().size() + pb.bottleneck_shape().size() + 2 * pb.input_shape().size() +
-                        2 * (w1.size + w2.size));
-  }
-  double step_bytes() const {
-    return 4.0 * double(2 * pb.input_shape().size() + 2 * pb.output_shape().size() + 2 * (w1.size + w2.size));
-  }
-  double fwd_flops() const { return pb.conv1().flops() + pb.conv2().flops(); }
 };
 
 void add_cpl(const bench::options& o) {
-  auto layers = bnff::catalog::densenet121_composite_layers(16);
-  std::vector<bnff::catalog::composite_layer> chosen{layers[5]};
-  if (!o.quick) chosen.push_back(layers[6 + 11]);
-  for (const auto& l : chosen) {
+  for (const auto& l : bench::composite_layers(o)) {
     for (const bool step : {false, true}) {
       const std::string family = step ? "cpl_step" : "cpl_bwd";
       bench::add(family, "fused", l.name, [l, step](benchmark::State& st) {
@@ -246,9 +217,10 @@ void add_cpl(const bench::options& o) {
         for (auto _ : st) {
           if (step)
             layer.forward(d.xv(), {d.xst.data(), d.pb.c_in}, d.params(), eps, d.outv(), {d.outst.data(), d.pb.growth});
-          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
+          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
-        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
         st.counters["kept_MB"] = double(bnff::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
       bench::add(family, "unfused", l.name, [l, step](benchmark::State& st) {
@@ -258,9 +230,10 @@ void add_cpl(const bench::options& o) {
         layer.forward(d.xv(), d.params(), eps, d.outv());
         for (auto _ : st) {
           if (step) layer.forward(d.xv(), d.params(), eps, d.outv());
-          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), true, d.grads());
+          layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
-        bench::set_counters(st, step ? d.step_bytes() : d.bwd_bytes(), (step ? 3 : 2) * d.fwd_flops());
+        bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
         st.counters["kept_MB"] = double(unf::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
     }
@@ -352,8 +325,8 @@ struct bottleneck_data {
   }
   // The tail's backward, the same sweeps in both variants: dz = dout * [out > 0], BN3's sums, dY3.
   void tail_backward() {
-    unf::relu_backward_stored<float>(ctv(out, xs), ctv(dout, xs), tv(dz, xs));
-    unf::bn_backward_reduce<float>(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), vv(dg), vv(db));
+    unf::relu_backward(ctv(out, xs), ctv(dout, xs), tv(dz, xs));
+    unf::batch_norm_backward_reduce(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), vv(db), vv(dg));
     bnff::bn_backward_dx<float>(ctv(y3, xs), ctv(dz, xs), cv(bn3.mean), cv(bn3.invstd), cv(bn3.scale), cv(dg), cv(db),
                                 tv(dy3, xs));
   }
@@ -372,12 +345,12 @@ struct bottleneck_data {
     const vector_view<float> dgm = vv(dg).subview(0, ms.c), dbm = vv(db).subview(0, ms.c);
     bnff::bn_relu_conv2d_backward<float>(p3, ctv(y2, ms), cv(bn2.mean), cv(bn2.invstd), cv(bn2.scale), cv(bn2.shift),
                                          wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), bpv(), dgm, dbm,
-                                         tv(s2, ms), false, vv(ws));
+                                         tv(s2, ms), bnff::grad_overwrite{}, vv(ws));
     bnff::bn_relu_conv2d_backward<float>(p2, ctv(y1, ms), cv(bn1.mean), cv(bn1.invstd), cv(bn1.scale), cv(bn1.shift),
                                          wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), bpv(), dgm, dbm, tv(s1, ms),
-                                         false, vv(ws));
+                                         bnff::grad_overwrite{}, vv(ws));
     bnff::conv2d_backward_weights<float>(p1, ctv(x, xs), ctv(s1, ms), dwv(dw1, p1), {}, vv(ws));
-    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), false, vv(ws));
+    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), bnff::grad_overwrite{}, vv(ws));
     add_identity_grad();
   }
 
@@ -385,54 +358,48 @@ struct bottleneck_data {
     const auto part1 = bnff::stats_partition{ms.n, ms.c, ms.plane()},
                part3 = bnff::stats_partition{xs.n, xs.c, xs.plane()};
     bnff::conv2d_forward<float>(p1, ctv(x, xs), wv(w1, p1), {}, tv(y1, ms), vv(ws));
-    unf::channel_stats<float>(ctv(y1, ms), part1, pv());
+    bnff::batch_norm_stats_partials(ctv(y1, ms), part1, pv().subview(0, part1.size()));
     bn1.set(part1, partials.data());
-    unf::bn_apply<float>(ctv(y1, ms), cv(bn1.scale), cv(bn1.shift), tv(a1, ms));
-    unf::relu<float>(ctv(a1, ms), tv(a1, ms));
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y1, ms), tv(a1, ms), cv(bn1.scale), cv(bn1.shift));
+    unf::relu(ctv(a1, ms), tv(a1, ms));
     bnff::conv2d_forward<float>(p2, ctv(a1, ms), wv(w2, p2), {}, tv(y2, ms), vv(ws));
-    unf::channel_stats<float>(ctv(y2, ms), part1, pv());
+    bnff::batch_norm_stats_partials(ctv(y2, ms), part1, pv().subview(0, part1.size()));
     bn2.set(part1, partials.data());
-    unf::bn_apply<float>(ctv(y2, ms), cv(bn2.scale), cv(bn2.shift), tv(a2, ms));
-    unf::relu<float>(ctv(a2, ms), tv(a2, ms));
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y2, ms), tv(a2, ms), cv(bn2.scale), cv(bn2.shift));
+    unf::relu(ctv(a2, ms), tv(a2, ms));
     bnff::conv2d_forward<float>(p3, ctv(a2, ms), wv(w3, p3), {}, tv(y3, xs), vv(ws));
-    unf::channel_stats<float>(ctv(y3, xs), part3, pv());
+    bnff::batch_norm_stats_partials(ctv(y3, xs), part3, pv().subview(0, part3.size()));
     bn3.set(part3, partials.data());
-    unf::bn_apply<float>(ctv(y3, xs), cv(bn3.scale), cv(bn3.shift), tv(out, xs));  // z3, stored
-    bnff::parallel_for(xs.n * xs.c, [&](index_t t) {                               // the residual add, its own sweep
+    bnff::batch_norm_apply_affine<bnff::bn_identity>(ctv(y3, xs), tv(out, xs), cv(bn3.scale),
+                                                     cv(bn3.shift));  // z3, stored
+    bnff::parallel_for(xs.n * xs.c, [&](index_t t) {                  // the residual add, its own sweep
       float* o = out.data() + t * xs.plane();
       const float* xp = x.data() + t * xs.plane();
       for (index_t i = 0; i < xs.plane(); ++i) o[i] += xp[i];
     });
-    unf::relu<float>(ctv(out, xs), tv(out, xs));
+    unf::relu(ctv(out, xs), tv(out, xs));
     tail_backward();
     const vector_view<float> dgm = vv(dg).subview(0, ms.c), dbm = vv(db).subview(0, ms.c);
     unf::bn_relu_conv2d_backward<float>(p3, ctv(y2, ms), ctv(a2, ms), cv(bn2.mean), cv(bn2.invstd), cv(bn2.scale),
-                                        wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), dgm, dbm, tv(s2, ms), false,
-                                        vv(ws));
+                                        wv(w3, p3), ctv(dy3, xs), dwv(dw3, p3), tv(s2, ms), dgm, dbm, tv(s2, ms),
+                                        bnff::grad_overwrite{}, vv(ws));
     unf::bn_relu_conv2d_backward<float>(p2, ctv(y1, ms), ctv(a1, ms), cv(bn1.mean), cv(bn1.invstd), cv(bn1.scale),
-                                        wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), dgm, dbm, tv(s1, ms), false,
-                                        vv(ws));
+                                        wv(w2, p2), ctv(s2, ms), dwv(dw2, p2), tv(s1, ms), dgm, dbm, tv(s1, ms),
+                                        bnff::grad_overwrite{}, vv(ws));
     bnff::conv2d_backward_weights<float>(p1, ctv(x, xs), ctv(s1, ms), dwv(dw1, p1), {}, vv(ws));
-    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), false, vv(ws));
+    bnff::conv2d_backward_data<float>(p1, ctv(s1, ms), wv(w1, p1), tv(dx, xs), bnff::grad_overwrite{}, vv(ws));
     add_identity_grad();
   }
-
-  // Read x, dout, W1..3; write out, dx, dW1..3.
-  double bytes() const { return 4.0 * double(4 * xs.size() + 2 * (w1.size + w2.size + w3.size)); }
-  double flops() const { return 3 * (p1.flops() + p2.flops() + p3.flops()); }
 };
 
 void add_bottleneck(const bench::options& o) {
-  const auto blocks = bnff::catalog::resnet50_bottlenecks(16);
-  std::vector<bnff::catalog::bottleneck_block> chosen{blocks[0]};
-  if (!o.quick) chosen.push_back(blocks[1]);
-  for (const auto& b : chosen)
+  for (const auto& b : bench::bottlenecks(o))
     for (const bool fused : {true, false})
       bench::add("bottleneck_step", fused ? "fused" : "unfused", b.name, [b, fused](benchmark::State& st) {
         bench::use_threads(st);
         bottleneck_data d(b);
         for (auto _ : st) fused ? d.fused_step() : d.unfused_step();
-        bench::set_counters(st, d.bytes(), d.flops());
+        bench::set_counters(st, bench::model::bottleneck_step_bytes(b), bench::model::bottleneck_step_flops(b));
       });
 }
 

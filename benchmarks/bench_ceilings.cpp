@@ -20,6 +20,7 @@
 #endif
 
 #include "bench_common.hpp"
+#include "bnff/simd/fma.hpp"
 
 namespace {
 
@@ -107,9 +108,9 @@ void triad_stream(float* BNFF_RESTRICT a, const float* BNFF_RESTRICT b, const fl
                   index_t n) {
   const batch vs(s);
   for (index_t i = 0; i < n; i += 2 * kWidth) {
-    stream_store(a + i, xsimd::fma(vs, batch::load_aligned(c + i), batch::load_aligned(b + i)));
+    stream_store(a + i, bnff::simd::fma(vs, batch::load_aligned(c + i), batch::load_aligned(b + i)));
     stream_store(a + i + kWidth,
-                 xsimd::fma(vs, batch::load_aligned(c + i + kWidth), batch::load_aligned(b + i + kWidth)));
+                 bnff::simd::fma(vs, batch::load_aligned(c + i + kWidth), batch::load_aligned(b + i + kWidth)));
   }
 }
 

@@ -11,10 +11,10 @@
 #include <vector>
 
 #include "bench_common.hpp"
-#include "bnff/conv/layer_catalog.hpp"
 #include "bnff/gemm/gemm.hpp"
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/conv_bn_relu_unfused.hpp"
+#include "bnff/stats/bn_channel_params.hpp"
 
 namespace {
 
@@ -53,51 +53,26 @@ struct conv_data {
   vector_view<const float> sh() const { return {shift.data(), pb.c}; }
   vector_view<float> wsv() const { return {ws.data(), index_t(ws.size)}; }
   vector_view<moments> pv() { return {partials.data(), index_t(partials.size())}; }
-  // Minimum traffic: read x and w, write y.
-  double bytes() const {
-    return 4.0 * double(pb.input_shape().size() + pb.filter_shape().size() + pb.output_shape().size());
-  }
 };
-
-struct named_problem {
-  std::string name;
-  conv2d_problem pb;
-};
-
-std::vector<named_problem> conv_shapes(const bench::options& o) {
-  const auto cpl = bnff::catalog::densenet121_composite_layers(16);
-  const auto res = bnff::catalog::resnet50_bottlenecks(16);
-  const auto tr = bnff::catalog::densenet121_transitions(16);
-  // The 1x1 256 -> 128 at 56x56 (transition 1) is the GEMM-bound reference shape.
-  std::vector<named_problem> out{{tr[0].name + ".conv", tr[0].conv()},
-                                 {cpl[5].name + ".conv1", cpl[5].conv1()},
-                                 {cpl[5].name + ".conv2", cpl[5].conv2()}};
-  if (o.quick) return out;
-  out.push_back({res[0].name + ".conv1", res[0].conv1()});
-  out.push_back({res[0].name + ".conv2", res[0].conv2()});
-  out.push_back({res[1].name + ".conv3", res[1].conv3()});
-  out.push_back({cpl[6 + 11].name + ".conv1", cpl[6 + 11].conv1()});
-  return out;
-}
 
 // scale = gamma * invstd, shift = beta - mean * scale from the merged partials (gamma 1, beta 0).
 void finalize(const bnff::stats_partition& part, const std::vector<moments>& partials, float* scale, float* shift) {
   for (index_t k = 0; k < part.channels; ++k) {
-    const moments m = bnff::merge_channel(part, partials.data(), k);
-    const double invstd = 1.0 / std::sqrt(m.variance() + 1e-5);
-    scale[k] = float(invstd);
-    shift[k] = float(-m.mean * invstd);
+    const bnff::bn_channel_params bn =
+        bnff::bn_params_from_moments(bnff::merge_channel(part, partials.data(), k), 1, 0, 1e-5);
+    scale[k] = float(bn.scale);
+    shift[k] = float(bn.shift);
   }
 }
 
 void add_conv_families(const bench::options& o) {
-  for (const auto& s : conv_shapes(o)) {
-    const conv2d_problem pb = s.pb;
+  for (const auto& s : bench::conv_problems(o)) {
+    const conv2d_problem pb = s.problem;
     bench::add("conv_fwd", "fused", s.name, [pb](benchmark::State& st) {
       bench::use_threads(st);
       conv_data d(pb);
       for (auto _ : st) bnff::conv2d_forward<float>(pb, d.xv(), d.wv(), {}, d.yv(), d.wsv());
-      bench::set_counters(st, d.bytes(), pb.flops());
+      bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
     });
     if (pb.is_pointwise())
       bench::add("conv_fwd", "eigen", s.name, [pb](benchmark::State& st) {
@@ -113,26 +88,26 @@ void add_conv_families(const bench::options& o) {
             Eigen::Map<mat> y(d.y.data() + n * pb.k * plane, pb.k, plane);
             y.noalias() = w * x;
           }
-        bench::set_counters(st, d.bytes(), pb.flops());
+        bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
       });
     bench::add("conv_fwd_stats", "fused", s.name, [pb](benchmark::State& st) {
       bench::use_threads(st);
       conv_data d(pb);
       for (auto _ : st) bnff::conv2d_forward_stats<float>(pb, d.xv(), d.wv(), d.yv(), d.pv(), d.wsv());
-      bench::set_counters(st, d.bytes(), pb.flops());
+      bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
     });
     bench::add("conv_fwd_stats", "unfused", s.name, [pb](benchmark::State& st) {
       bench::use_threads(st);
       conv_data d(pb);
       for (auto _ : st) bnff::unfused::conv2d_forward_stats<float>(pb, d.xv(), d.wv(), d.yv(), d.pv(), d.wsv());
-      bench::set_counters(st, d.bytes(), pb.flops());
+      bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
     });
     bench::add("bn_relu_conv_fwd", "fused", s.name, [pb](benchmark::State& st) {
       bench::use_threads(st);
       conv_data d(pb);
       for (auto _ : st)
         bnff::bn_relu_conv2d_forward_stats<float>(pb, d.xv(), d.sc(), d.sh(), d.wv(), d.yv(), d.pv(), d.wsv());
-      bench::set_counters(st, d.bytes(), pb.flops());
+      bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
     });
     bench::add("bn_relu_conv_fwd", "unfused", s.name, [pb](benchmark::State& st) {
       bench::use_threads(st);
@@ -140,16 +115,13 @@ void add_conv_families(const bench::options& o) {
       for (auto _ : st)
         bnff::unfused::bn_relu_conv2d_forward_stats<float>(pb, d.xv(), d.sc(), d.sh(), d.wv(), d.yv(), d.pv(), d.zv(),
                                                            d.wsv());
-      bench::set_counters(st, d.bytes(), pb.flops());
+      bench::set_counters(st, bench::model::conv_bytes(pb), bench::model::conv_flops(pb));
     });
   }
 }
 
 void add_cpl(const bench::options& o) {
-  auto layers = bnff::catalog::densenet121_composite_layers(16);
-  std::vector<bnff::catalog::composite_layer> chosen{layers[5]};
-  if (!o.quick) chosen.push_back(layers[6 + 11]);
-  for (const auto& l : chosen) {
+  for (const auto& l : bench::composite_layers(o)) {
     for (const bool fused : {true, false}) {
       bench::add("cpl_fwd", fused ? "fused" : "unfused", l.name, [l, fused](benchmark::State& st) {
         bench::use_threads(st);
@@ -171,8 +143,7 @@ void add_cpl(const bench::options& o) {
                                                                d2.zv(), d2.wsv());
           }
         }
-        bench::set_counters(st, d1.bytes() + d2.bytes() - 4.0 * double(p1.output_shape().size()),
-                            p1.flops() + p2.flops());
+        bench::set_counters(st, bench::model::cpl_fwd_bytes(l), bench::model::cpl_fwd_flops(l));
       });
     }
   }

@@ -149,11 +149,11 @@ layer_grads run_layer(const reference_layer& r, const vec& x, const vec& g, cons
       REQUIRE(outst[std::size_t(k)].mean == Approx(st.mean[std::size_t(k)]).margin(1e-12));
       REQUIRE(outst[std::size_t(k)].variance() == Approx(st.var[std::size_t(k)]).epsilon(var_tol));
     }
-    layer.backward(xv, params, doutv, dxv, true, grads);
+    layer.backward(xv, params, doutv, dxv, bnff::grad_accumulate{}, grads);
   } else {
     bnff::unfused::dense_composite_layer<T> layer(pb);
     layer.forward(xv, params, eps, outv);
-    layer.backward(xv, params, doutv, dxv, true, grads);
+    layer.backward(xv, params, doutv, dxv, bnff::grad_accumulate{}, grads);
   }
   // Channels outside the slices are untouched.
   for (index_t n = 0; n < pb.n; ++n)

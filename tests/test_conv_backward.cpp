@@ -103,8 +103,9 @@ void check_data_gradient(const conv2d_problem& pb, bool accumulate, index_t slic
     dx.set(dx0);
   else
     dx.set(std::vector<double>(dx0.size(), double(fill)));
-  bnff::conv2d_backward_data<T>(pb, dy.cview(), tensor_view<const T>(wf.data(), pb.filter_shape()), dx.view(),
-                                accumulate);
+  bnff::with_grad_mode(accumulate, [&](auto mode) {
+    bnff::conv2d_backward_data<T>(pb, dy.cview(), tensor_view<const T>(wf.data(), pb.filter_shape()), dx.view(), mode);
+  });
   REQUIRE(dx.outside_untouched(T(-7)));
   auto want = bnff::ref::conv2d_backward_data(pb, dyv, wv);
   auto bound = bnff::ref::conv2d_backward_data(pb, abs_of(dyv), abs_of(wv));
@@ -230,9 +231,11 @@ TEST_CASE("convolution gradients do not depend on the thread count", "[conv][bac
     auto run = [&](int threads, bool accumulate) {
       bnff::set_num_threads(threads);
       std::vector<float> dx(x.size(), 0.5f), dw(w.size()), db(std::size_t(pb.k));
-      bnff::conv2d_backward_data<float>(pb, tensor_view<const float>(dy.data(), pb.output_shape()),
-                                        tensor_view<const float>(w.data(), pb.filter_shape()),
-                                        tensor_view<float>(dx.data(), pb.input_shape()), accumulate);
+      bnff::with_grad_mode(accumulate, [&](auto mode) {
+        bnff::conv2d_backward_data<float>(pb, tensor_view<const float>(dy.data(), pb.output_shape()),
+                                          tensor_view<const float>(w.data(), pb.filter_shape()),
+                                          tensor_view<float>(dx.data(), pb.input_shape()), mode);
+      });
       bnff::conv2d_backward_weights<float>(pb, tensor_view<const float>(x.data(), pb.input_shape()),
                                            tensor_view<const float>(dy.data(), pb.output_shape()),
                                            tensor_view<float>(dw.data(), pb.filter_shape()),
@@ -272,7 +275,7 @@ TEST_CASE("convolution gradients reject bad arguments before writing", "[conv][b
   // Too small a workspace.
   std::vector<float> ws(8);
   REQUIRE_THROWS_WITH(bnff::conv2d_backward_data<float>(pb, dyv, wv, tensor_view<float>(dx.data(), pb.input_shape()),
-                                                        false, vector_view<float>(ws.data(), 8)),
+                                                        bnff::grad_overwrite{}, vector_view<float>(ws.data(), 8)),
                       Catch::Contains("'workspace'"));
   // dw with the wrong shape, dbias with the wrong size, dw strided.
   REQUIRE_THROWS_WITH(bnff::conv2d_backward_weights<float>(pb, xv, dyv, tensor_view<float>(dw.data(), 4, 3, 3, 2)),

@@ -291,3 +291,30 @@ TEST_CASE("fused forward equals the unfused passes and is thread-count independe
     REQUIRE(std::memcmp(partials.data(), r1.partials.data(), partials.size() * sizeof(moments)) == 0);
   }
 }
+
+// The epilogue's statistics equal the standalone stats kernel's bit for bit on any Arch, not
+// only the default one (both must run block_moments with the engine's Arch).
+template <class Arch>
+void check_epilogue_stats_equal_standalone(const conv2d_problem& pb) {
+  const shape4 xs = pb.input_shape(), ys = pb.output_shape();
+  const auto x = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(xs.size()), 91, -2.0, 3.0));
+  const auto w = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 92));
+  const auto part = bnff::conv2d_stats_partition<float, Arch>(pb);
+  std::vector<float> y1(std::size_t(ys.size()), std::nanf("")), y2(y1);
+  std::vector<moments> p1(std::size_t(part.size()), moments{-1, -1, -1}), p2(p1);
+  std::vector<float> ws(std::size_t(bnff::conv2d_forward_workspace_size<float, Arch>(pb)));
+  const tensor_view<const float> xv(x.data(), xs), wv(w.data(), pb.filter_shape());
+  const vector_view<float> wsv(ws.data(), index_t(ws.size()));
+  bnff::conv2d_forward_stats<float, Arch>(pb, xv, wv, tensor_view<float>(y1.data(), ys),
+                                          vector_view<moments>(p1.data(), index_t(p1.size())), wsv);
+  bnff::unfused::conv2d_forward_stats<float, Arch>(pb, xv, wv, tensor_view<float>(y2.data(), ys),
+                                                   vector_view<moments>(p2.data(), index_t(p2.size())), wsv);
+  REQUIRE(std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(p1.data(), p2.data(), p1.size() * sizeof(moments)) == 0);
+}
+
+TEST_CASE("epilogue statistics equal the standalone kernel's on a non-default arch", "[conv]") {
+  const conv2d_problem pb{2, 5, 37, 41, 9, 3, 3, 1, 1};  // planes of 1517: blocks cut inside a plane
+  check_epilogue_stats_equal_standalone<xsimd::sse2>(pb);
+  check_epilogue_stats_equal_standalone<xsimd::fma3<xsimd::avx2>>(pb);
+}

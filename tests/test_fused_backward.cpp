@@ -119,11 +119,13 @@ struct bn_relu_conv_case {
     std::vector<T> ws(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<T>(pb)));
     const auto dxv = tensor_view<T>(dxbuf.data(), xtotal_shape()).channels(xpad, pb.c);
     const tensor_view<T> dyv(dy.data(), xs);
-    bnff::bn_relu_conv2d_backward<T>(pb, xv(), vec(mean), vec(invstd), vec(scale), vec(shift), wv(), doutv(),
-                                     tensor_view<T>(dw.data(), pb.filter_shape()), dyv,
-                                     vector_view<bn_backward_partial>(partials.data(), index_t(partials.size())),
-                                     vector_view<T>(dg.data(), pb.c), vector_view<T>(db.data(), pb.c),
-                                     in_place ? dyv : dxv, accumulate, vector_view<T>(ws.data(), index_t(ws.size())));
+    bnff::with_grad_mode(accumulate, [&](auto mode) {
+      bnff::bn_relu_conv2d_backward<T>(pb, xv(), vec(mean), vec(invstd), vec(scale), vec(shift), wv(), doutv(),
+                                       tensor_view<T>(dw.data(), pb.filter_shape()), dyv,
+                                       vector_view<bn_backward_partial>(partials.data(), index_t(partials.size())),
+                                       vector_view<T>(dg.data(), pb.c), vector_view<T>(db.data(), pb.c),
+                                       in_place ? dyv : dxv, mode, vector_view<T>(ws.data(), index_t(ws.size())));
+    });
     // The concatenation's other channels are untouched.
     for (index_t n = 0; n < pb.n; ++n)
       for (index_t c = 0; c < xtotal(); ++c)
@@ -151,11 +153,13 @@ struct bn_relu_conv_case {
         db(std::size_t(pb.c));
     if (accumulate) put(xs, dx0, dx, pb.c, 0);
     std::vector<T> ws(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<T>(pb)));
-    bnff::unfused::bn_relu_conv2d_backward<T>(
-        pb, tensor_view<const T>(xp.data(), xs), tensor_view<const T>(a.data(), xs), vec(mean), vec(invstd), vec(scale),
-        wv(), doutv(), tensor_view<T>(dw.data(), pb.filter_shape()), tensor_view<T>(da.data(), xs),
-        vector_view<T>(dg.data(), pb.c), vector_view<T>(db.data(), pb.c), tensor_view<T>(dx.data(), xs), accumulate,
-        vector_view<T>(ws.data(), index_t(ws.size())));
+    bnff::with_grad_mode(accumulate, [&](auto mode) {
+      bnff::unfused::bn_relu_conv2d_backward<T>(
+          pb, tensor_view<const T>(xp.data(), xs), tensor_view<const T>(a.data(), xs), vec(mean), vec(invstd),
+          vec(scale), wv(), doutv(), tensor_view<T>(dw.data(), pb.filter_shape()), tensor_view<T>(da.data(), xs),
+          vector_view<T>(dg.data(), pb.c), vector_view<T>(db.data(), pb.c), tensor_view<T>(dx.data(), xs), mode,
+          vector_view<T>(ws.data(), index_t(ws.size())));
+    });
     return {std::vector<double>(dx.begin(), dx.end()), std::vector<double>(dw.begin(), dw.end()),
             std::vector<double>(dg.begin(), dg.end()), std::vector<double>(db.begin(), db.end())};
   }
@@ -295,11 +299,13 @@ TEST_CASE("fused BN-ReLU-conv backward rejects bad arguments before writing", "[
   std::vector<float> ws(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<float>(pb)));
   auto call = [&](vector_view<const float> scale, tensor_view<float> dxv, std::size_t npartials, bool acc,
                   tensor_view<const float> x) {
-    bnff::bn_relu_conv2d_backward<float>(
-        pb, x, f.vec(f.mean), f.vec(f.invstd), scale, f.vec(f.shift), f.wv(), f.doutv(),
-        tensor_view<float>(dw.data(), pb.filter_shape()), tensor_view<float>(dy.data(), xs),
-        vector_view<bn_backward_partial>(partials.data(), index_t(npartials)), vector_view<float>(dg.data(), 3),
-        vector_view<float>(db.data(), 3), dxv, acc, vector_view<float>(ws.data(), index_t(ws.size())));
+    bnff::with_grad_mode(acc, [&](auto mode) {
+      bnff::bn_relu_conv2d_backward<float>(
+          pb, x, f.vec(f.mean), f.vec(f.invstd), scale, f.vec(f.shift), f.wv(), f.doutv(),
+          tensor_view<float>(dw.data(), pb.filter_shape()), tensor_view<float>(dy.data(), xs),
+          vector_view<bn_backward_partial>(partials.data(), index_t(npartials)), vector_view<float>(dg.data(), 3),
+          vector_view<float>(db.data(), 3), dxv, mode, vector_view<float>(ws.data(), index_t(ws.size())));
+    });
   };
   const tensor_view<float> dxv(dx.data(), xs);
   REQUIRE_THROWS_WITH(call(vector_view<const float>(f.scale.data(), 2), dxv, partials.size(), false, f.xv()),
@@ -350,7 +356,7 @@ TEST_CASE("fused BN-ReLU-conv backward step by step equals the whole operation",
                                       {dg.data(), pb.c}, {db.data(), pb.c});
     bnff::bn_backward_dx<float>(f.xv(), tensor_view<const float>(dy.data(), xs), f.vec(f.mean), f.vec(f.invstd),
                                 f.vec(f.scale), {dg.data(), pb.c}, {db.data(), pb.c}, tensor_view<float>(dx.data(), xs),
-                                true);
+                                bnff::grad_accumulate{});
     bnff::bn_relu_conv2d_backward_weights<float>(pb, f.xv(), f.vec(f.scale), f.vec(f.shift), f.doutv(),
                                                  tensor_view<float>(dw.data(), pb.filter_shape()), {}, wsv);
     REQUIRE(whole.dx == std::vector<double>(dx.begin(), dx.end()));

@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/simd/load_partial.hpp"
 #include "bnff/simd/reduce_add.hpp"
@@ -118,7 +119,7 @@ TEMPLATE_TEST_CASE("reduce_add_double and sum_lanes sum exactly where the data a
     bnff::simd::sum_lanes<2, T, A>(len, got, [&](auto l, auto& acc) {
       const batch v = l.load(x.data(), T(0));
       acc[0] += v;
-      acc[1] = xsimd::fma(v, batch(T(2)), acc[1]);
+      acc[1] = bnff::simd::fma(v, batch(T(2)), acc[1]);
     });
     CAPTURE(len);
     CHECK(got[0] == s0);

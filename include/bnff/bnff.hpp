@@ -16,6 +16,7 @@
 #include "bnff/simd/store_stream.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/simd/prefetch.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/stats/moments.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/stats/block_moments.hpp"

@@ -28,6 +28,7 @@
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
 #include "bnff/parallel/parallel.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -234,7 +235,7 @@ BNFF_ALWAYS_INLINE void dot_block_4x4(const T* BNFF_RESTRICT a, const T* BNFF_RE
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i)
 #pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[i * 4 + j] = xsimd::fma(av[i], bv[j], acc[i * 4 + j]);
+      for (int j = 0; j < 4; ++j) acc[i * 4 + j] = simd::fma(av[i], bv[j], acc[i * 4 + j]);
   }
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) out[i] = xsimd::hadd(acc[i]);

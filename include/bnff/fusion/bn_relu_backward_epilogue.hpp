@@ -9,6 +9,7 @@
 #include "bnff/config.hpp"
 #include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/fusion/output_tile.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -50,10 +51,10 @@ BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, cons
       len,
       [&](index_t i) {
         const batch xv = batch::load_unaligned(x + i);
-        const batch dy = xsimd::select(xsimd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
+        const batch dy = xsimd::select(simd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
         dy.store_unaligned(da + i);
         s0 += dy;
-        s1 = xsimd::fma(dy, xv - vmean, s1);
+        s1 = simd::fma(dy, xv - vmean, s1);
       },
       [&](index_t i) {
         const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);

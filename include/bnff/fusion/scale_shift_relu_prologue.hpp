@@ -6,6 +6,7 @@
 
 #include "bnff/config.hpp"
 #include "bnff/fusion/detail/transform_row.hpp"
+#include "bnff/simd/fma.hpp"
 
 namespace bnff {
 
@@ -31,7 +32,7 @@ struct scale_shift_relu_prologue {
         const T a = std::fma(x, sc, sh);
         return a > T(0) ? a : T(0);
       } else {
-        const batch a = xsimd::fma(x, vsc, vsh);
+        const batch a = simd::fma(x, vsc, vsh);
         return xsimd::select(a > zero, a, zero);  // as the scalar form: NaN maps to 0 in both
       }
     });

@@ -5,6 +5,7 @@
 
 #include "bnff/config.hpp"
 #include "bnff/gemm/blocking.hpp"
+#include "bnff/simd/fma.hpp"
 
 namespace bnff::gemm {
 
@@ -62,7 +63,7 @@ struct microkernel {
       for (int i = 0; i < MR; ++i) {
         const batch ai(a[i]);
 #pragma GCC unroll 8
-        for (int j = 0; j < NV; ++j) acc[i][j] = xsimd::fma(ai, bv[j], acc[i][j]);
+        for (int j = 0; j < NV; ++j) acc[i][j] = simd::fma(ai, bv[j], acc[i][j]);
       }
       a += MR;
     }

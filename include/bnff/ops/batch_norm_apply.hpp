@@ -7,6 +7,7 @@
 #include "bnff/ops/bn_activation.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -31,7 +32,7 @@ void bn_apply_sweep(const tensor_view<const T>& x, const tensor_view<T>& y, cons
         T* yp = y.plane_ptr(n, c);
         const batch m(center ? center[c] : T(0)), s(scale[c]), o(offset[c]);
         Store::template for_each<T, Arch>(plane, yp, [&](auto lanes, auto) {
-          lanes.store(yp, Activation::forward(xsimd::fma(lanes.load(xp) - m, s, o)));
+          lanes.store(yp, Activation::forward(simd::fma(lanes.load(xp) - m, s, o)));
         });
       },
       [] { Store::finish(); });
@@ -41,8 +42,9 @@ void bn_apply_sweep(const tensor_view<const T>& x, const tensor_view<T>& y, cons
 template <class Activation, class Arch, class T>
 void bn_apply(const tensor_view<const T>& x, const tensor_view<T>& y, const T* center, const T* scale,
               const T* offset) {
-  with_store_policy<T>(
-      y.size(), [&](auto store) { bn_apply_sweep<Activation, decltype(store), Arch, T>(x, y, center, scale, offset); });
+  with_store_policy<T>(y.size(), y.data() == x.data(), [&](auto store) {
+    bn_apply_sweep<Activation, decltype(store), Arch, T>(x, y, center, scale, offset);
+  });
 }
 
 }  // namespace detail

@@ -12,6 +12,7 @@
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_grad_mode.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -41,9 +42,9 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
       // Padded lanes: x = mean and dz = 0, so xc = dy = 0 adds nothing.
       simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
         const batch xc = lanes.load(xp, mean_c) - vmean;
-        const batch dy = Activation::backward(xsimd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
+        const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
         acc[0] += dy;
-        acc[1] = xsimd::fma(dy, xc, acc[1]);
+        acc[1] = simd::fma(dy, xc, acc[1]);
       });
     });
     const double istd = double(invstd[c]), sc = double(scale[c]);
@@ -57,8 +58,8 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
       T* dxp = dx.plane_ptr(n, c);
       Store::template for_each<T, Arch>(plane, dxp, [&](auto lanes, auto) {
         const batch xc = lanes.load(xp) - vmean;
-        const batch dy = Activation::backward(xsimd::fma(xc, vscale, vbeta), lanes.load(dzp));
-        const batch g = xsimd::fms(vscale, dy, xsimd::fma(xc, k1, k0));
+        const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp));
+        const batch g = simd::fms(vscale, dy, simd::fma(xc, k1, k0));
         if constexpr (GradMode::reads_output)
           lanes.store(dxp, GradMode::combine(lanes.load(dxp), g));
         else
@@ -124,7 +125,7 @@ void batch_norm_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_vi
   detail::check_disjoint(where, "dbeta", dbeta, "dx", dx);
   detail::check_disjoint(where, "dbeta", dbeta, "dgamma", dgamma);
 
-  detail::with_store_policy<T>(dx.size(), [&](auto store) {
+  detail::with_store_policy<T>(dx.size(), dx.data() == x.data() || dx.data() == dz.data(), [&](auto store) {
     // Accumulating reads dx anyway: streaming its stores would save nothing.
     using Store = std::conditional_t<GradMode::reads_output, simd::temporal_stores, decltype(store)>;
     detail::bn_backward_sweeps<Activation, GradMode, Store, Arch, T>(

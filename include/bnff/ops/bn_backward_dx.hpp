@@ -7,7 +7,8 @@
 
 #include "bnff/conv/conv2d_checks.hpp"
 #include "bnff/fusion/bn_relu_backward_epilogue.hpp"
-#include "bnff/fusion/detail/for_each_batch.hpp"
+#include "bnff/ops/bn_grad_mode.hpp"
+#include "bnff/ops/unfused/batch_norm_backward_dx_pass.hpp"
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff {
@@ -36,56 +37,25 @@ void bn_backward_finalize(const stats_partition& partition, vector_view<const bn
 
 namespace detail {
 
-// Planes per task of the element-wise sweep: about 64 Ki elements, fixed by the shape.
-inline index_t planes_per_task(index_t plane) noexcept {
-  const index_t p = (index_t(1) << 16) / (plane > 0 ? plane : 1);
-  return p > 0 ? p : 1;
-}
-
-template <class T, class Arch>
+// dx from scale and the finished reductions (arguments already checked).
+template <class T, class Arch, class GradMode>
 void bn_backward_dx_run(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean, const T* invstd,
-                        const T* scale, const T* dgamma, const T* dbeta, const tensor_view<T>& dx, bool accumulate) {
-  using batch = xsimd::batch<T, Arch>;
-  const index_t planes = x.n() * x.c(), plane = x.plane(), per = planes_per_task(plane);
-  const double m = double(x.n()) * double(plane);
-  parallel_for((planes + per - 1) / per, [&](index_t task) {
-    const index_t end = std::min(planes, (task + 1) * per);
-    for (index_t i = task * per; i < end; ++i) {
-      const index_t n = i / x.c(), c = i % x.c();
-      const T* xp = x.plane_ptr(n, c);
-      const T* dyp = dy.plane_ptr(n, c);
-      T* dxp = dx.plane_ptr(n, c);
-      // dx = scale * dy - ((x - mean) * k1 + k0), k0 = scale * dbeta / m, k1 = scale * invstd * dgamma / m
-      const double sc = double(scale[c]);
-      const T k0 = T(sc * double(dbeta[c]) / m), k1 = T(sc * double(invstd[c]) * double(dgamma[c]) / m);
-      const T mu = mean[c], s = scale[c];
-      const batch vk0(k0), vk1(k1), vmu(mu), vs(s);
-      fusion::detail::for_each_batch<T, Arch>(
-          plane,
-          [&](index_t j) {
-            const batch g = xsimd::fms(vs, batch::load_unaligned(dyp + j),
-                                       xsimd::fma(batch::load_unaligned(xp + j) - vmu, vk1, vk0));
-            (accumulate ? g + batch::load_unaligned(dxp + j) : g).store_unaligned(dxp + j);
-          },
-          [&](index_t j) {
-            const T g = std::fma(s, dyp[j], -std::fma(xp[j] - mu, k1, k0));
-            dxp[j] = accumulate ? g + dxp[j] : g;
-          });
-    }
-  });
+                        const T* scale, const T* dgamma, const T* dbeta, const tensor_view<T>& dx) {
+  bn_backward_dx_sweep<GradMode, Arch, T>(
+      x, dy, mean, invstd, [scale](index_t c) { return double(scale[c]); }, dbeta, dgamma, dx);
 }
 
 }  // namespace detail
 
 // dx = scale * (dy - dbeta / m - xhat * dgamma / m),  xhat = (x - mean) * invstd,  m = N * H * W
-// (the batch-norm input gradient, training mode). accumulate = false overwrites dx,
-// true adds to it (a DenseNet concatenation sums the gradients of every later layer).
+// (the batch-norm input gradient, training mode). GradMode grad_overwrite overwrites dx,
+// grad_accumulate adds to it (a DenseNet concatenation sums the gradients of every later layer).
 // x, dy, dx: N x C x H x W views (channel slices allowed). dx may be exactly dy when
 // overwriting; otherwise dx must not overlap x or dy.
-template <class T, class Arch = xsimd::default_arch>
+template <class T, class Arch = xsimd::default_arch, class GradMode = grad_overwrite>
 void bn_backward_dx(tensor_view<const T> x, tensor_view<const T> dy, vector_view<const T> mean,
                     vector_view<const T> invstd, vector_view<const T> scale, vector_view<const T> dgamma,
-                    vector_view<const T> dbeta, tensor_view<T> dx, bool accumulate = false) {
+                    vector_view<const T> dbeta, tensor_view<T> dx, GradMode = {}) {
   constexpr const char* where = "bn_backward_dx";
   check_arg(!x.empty() && x.plane_contiguous(), where, "x", "non-empty, contiguous H x W planes", x.strides());
   detail::check_conv_tensor(where, "dy", dy, x.shape());
@@ -99,10 +69,10 @@ void bn_backward_dx(tensor_view<const T> x, tensor_view<const T> dy, vector_view
   }
   detail::check_no_alias(where, "dx", dx, x, "x");
   const bool in_place = dx.data() == dy.data() && dx.strides() == dy.strides();
-  check_arg(!overlaps(dx, dy) || (in_place && !accumulate), where, "dx",
+  check_arg(!overlaps(dx, dy) || (in_place && !GradMode::reads_output), where, "dx",
             "exactly dy (when overwriting) or no overlap with 'dy'", "overlapping memory");
-  detail::bn_backward_dx_run<T, Arch>(x, dy, mean.data(), invstd.data(), scale.data(), dgamma.data(), dbeta.data(), dx,
-                                      accumulate);
+  detail::bn_backward_dx_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), dgamma.data(),
+                                                dbeta.data(), dx);
 }
 
 }  // namespace bnff

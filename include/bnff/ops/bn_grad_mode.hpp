@@ -1,6 +1,8 @@
 // bnff: how a backward kernel writes its input gradient (types, not flags).
 #pragma once
 
+#include <utility>
+
 #include "bnff/config.hpp"
 
 namespace bnff {
@@ -22,5 +24,14 @@ struct grad_accumulate {
     return old + g;
   }
 };
+
+// f(grad_accumulate{}) or f(grad_overwrite{}): the bridge for callers that choose at run time.
+template <class F>
+void with_grad_mode(bool accumulate, F&& f) {
+  if (accumulate)
+    std::forward<F>(f)(grad_accumulate{});
+  else
+    std::forward<F>(f)(grad_overwrite{});
+}
 
 }  // namespace bnff

@@ -90,15 +90,15 @@ index_t bn_relu_conv2d_backward_workspace_size(const conv2d_problem& problem, in
 //   dw       by bn_relu_conv2d_backward_weights (activation recomputed),
 //   dy       by conv2d_backward_data_bn_relu (mask and sums in the epilogue),
 //   dgamma, dbeta by bn_backward_finalize,
-//   dx       by bn_backward_dx (overwrite, or accumulate into a concatenation gradient).
+//   dx       by bn_backward_dx (GradMode grad_overwrite, or grad_accumulate into a concatenation gradient).
 // dy: scratch shaped like x (it may be exactly dx when overwriting: dx then replaces dy).
 // partials: bn_relu_conv2d_backward_partition(problem).size() elements.
-template <class T, class Arch = xsimd::default_arch>
+template <class T, class Arch = xsimd::default_arch, class GradMode>
 void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T> x, vector_view<const T> mean,
                              vector_view<const T> invstd, vector_view<const T> scale, vector_view<const T> shift,
                              tensor_view<const T> w, tensor_view<const T> dout, tensor_view<T> dw, tensor_view<T> dy,
                              vector_view<bn_backward_partial> partials, vector_view<T> dgamma, vector_view<T> dbeta,
-                             tensor_view<T> dx, bool accumulate, vector_view<T> workspace) {
+                             tensor_view<T> dx, GradMode, vector_view<T> workspace) {
   constexpr const char* where = "bn_relu_conv2d_backward";
   // Every check of every step first, so that nothing is written on bad input.
   const index_t need = bn_relu_conv2d_backward_workspace_size<T, Arch>(problem, max_threads());
@@ -130,7 +130,7 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
   detail::check_no_alias(where, "dx", dx, dw, "dw");
   detail::check_no_alias(where, "dx", dx, workspace, "workspace");
   const bool in_place = dx.data() == dy.data() && dx.strides() == dy.strides();
-  check_arg(!overlaps(dx, dy) || (in_place && !accumulate), where, "dx",
+  check_arg(!overlaps(dx, dy) || (in_place && !GradMode::reads_output), where, "dx",
             "exactly dy (when overwriting) or no overlap with 'dy'", "overlapping memory");
   detail::check_no_alias(where, "dw", dw, w, "w");
   detail::check_no_alias(where, "partials", partials, x, "x");
@@ -151,8 +151,8 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
     dgamma[c] = T(s.sum_dy_xc * double(invstd[c]));
     dbeta[c] = T(s.sum_dy);
   }
-  detail::bn_backward_dx_run<T, Arch>(x, dy, mean.data(), invstd.data(), scale.data(), dgamma.data(), dbeta.data(), dx,
-                                      accumulate);
+  detail::bn_backward_dx_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), dgamma.data(),
+                                                dbeta.data(), dx);
 }
 
 }  // namespace bnff

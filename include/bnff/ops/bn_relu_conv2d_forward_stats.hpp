@@ -26,7 +26,7 @@ void bn_relu_conv2d_forward_stats(const conv2d_problem& problem, tensor_view<con
   detail::check_no_alias(where, "workspace", workspace, scale, "scale");
   detail::check_no_alias(where, "workspace", workspace, shift, "shift");
   const conv2d_plan<T, Arch> plan(problem);
-  const channel_stats_epilogue<T> epilogue{{}, conv2d_stats_partition<T, Arch>(problem), partials.data()};
+  const channel_stats_epilogue<T, Arch> epilogue{{}, conv2d_stats_partition<T, Arch>(problem), partials.data()};
   detail::conv2d_forward_run(plan, x, w, y, scale_shift_relu_prologue<T>{scale.data(), shift.data()}, epilogue,
                              workspace.data());
 }

@@ -6,6 +6,7 @@
 #include "bnff/conv/conv2d_backward_engine.hpp"
 #include "bnff/conv/conv2d_checks.hpp"
 #include "bnff/fusion/store_epilogue.hpp"
+#include "bnff/ops/bn_grad_mode.hpp"
 
 namespace bnff {
 
@@ -46,24 +47,26 @@ void check_conv2d_backward_data(const char* where, const conv2d_problem& pb, con
 // dx[n, c, h, w] = sum over (k, p, q, r, s) with h = p * stride - pad + r, w = q * stride - pad + s
 //                  of dy[n, k, p, q] * w[k, c, r, s]      (the gradient of sum(conv(x, w) * dy) in x)
 // dy: N x K x P x Q, w: K x C x R x S, dx: N x C x H x W (dy and dx may be channel slices;
-// each plane contiguous). Accumulate = false overwrites dx, true adds to it (a tensor read
-// by several layers sums their gradients). workspace: conv2d_backward_data_workspace_size
+// each plane contiguous). GradMode grad_overwrite overwrites dx, grad_accumulate adds to it
+// (a tensor read by several layers sums their gradients). workspace: conv2d_backward_data_workspace_size
 // elements, not shared with any argument. Throws bnff::error before writing on bad input.
-template <class T, class Arch = xsimd::default_arch>
+template <class T, class Arch = xsimd::default_arch, class GradMode>
 void conv2d_backward_data(const conv2d_problem& problem, tensor_view<const T> dy, tensor_view<const T> w,
-                          tensor_view<T> dx, bool accumulate, vector_view<T> workspace) {
+                          tensor_view<T> dx, GradMode, vector_view<T> workspace) {
   detail::check_conv2d_backward_data<T, Arch>("conv2d_backward_data", problem, dy, w, dx, workspace);
+  // The engine picks its path (forward-as-transpose or col2im) from the mode at plan time.
+  constexpr bool accumulate = GradMode::reads_output;
   const conv2d_backward_data_plan<T, Arch> plan(problem, accumulate);
   detail::conv2d_backward_data_run(plan, dy, w, dx, accumulate, store_epilogue<T>{}, workspace.data());
 }
 
 // As above, with the workspace allocated once for this call (outside every loop).
-template <class T, class Arch = xsimd::default_arch>
+template <class T, class Arch = xsimd::default_arch, class GradMode = grad_overwrite>
 void conv2d_backward_data(const conv2d_problem& problem, tensor_view<const T> dy, tensor_view<const T> w,
-                          tensor_view<T> dx, bool accumulate = false) {
+                          tensor_view<T> dx, GradMode mode = {}) {
   problem.validate("conv2d_backward_data");
   std::vector<T> ws(std::size_t(conv2d_backward_data_workspace_size<T, Arch>(problem)));
-  conv2d_backward_data<T, Arch>(problem, dy, w, dx, accumulate, vector_view<T>(ws.data(), index_t(ws.size())));
+  conv2d_backward_data<T, Arch>(problem, dy, w, dx, mode, vector_view<T>(ws.data(), index_t(ws.size())));
 }
 
 }  // namespace bnff

@@ -44,7 +44,7 @@ void conv2d_forward_stats(const conv2d_problem& problem, tensor_view<const T> x,
   detail::check_conv2d_forward<T, Arch>(where, problem, x, w, y, workspace);
   detail::check_partials<T, Arch>(where, problem, y, partials, workspace);
   const conv2d_plan<T, Arch> plan(problem);
-  const channel_stats_epilogue<T> epilogue{{}, conv2d_stats_partition<T, Arch>(problem), partials.data()};
+  const channel_stats_epilogue<T, Arch> epilogue{{}, conv2d_stats_partition<T, Arch>(problem), partials.data()};
   detail::conv2d_forward_run(plan, x, w, y, identity_prologue{}, epilogue, workspace.data());
 }
 

@@ -18,6 +18,8 @@
 #include <cmath>
 #include <vector>
 
+#include "bnff/ops/batch_norm_finalize.hpp"
+#include "bnff/ops/batch_norm_stats.hpp"
 #include "bnff/ops/bn_relu_conv2d_backward.hpp"
 #include "bnff/ops/bn_relu_conv2d_forward_stats.hpp"
 #include "bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp"
@@ -54,17 +56,6 @@ struct composite_layer_grads {
 };
 
 namespace detail {
-
-// mean, invstd = 1 / sqrt(var + eps), scale = gamma * invstd, shift = beta - mean * scale,
-// in double from the channel's moments (biased variance), rounded once to T.
-template <class T>
-void bn_params_from(const moments& m, double gamma, double beta, double eps, T& mean, T& invstd, T& scale, T& shift) {
-  const double is = 1.0 / std::sqrt(m.variance() + eps);
-  mean = T(m.mean);
-  invstd = T(is);
-  scale = T(gamma * is);
-  shift = T(beta - m.mean * gamma * is);
-}
 
 template <class T>
 void check_params(const char* where, const composite_layer_problem& pb, const composite_layer_params<T>& p,
@@ -157,17 +148,13 @@ class dense_composite_layer {
     // The convolutions check the rest (aliasing of out with the weights, workspace) before writing.
     detail::check_conv2d_forward<T, Arch>(where, p2, tensor_view<const T>(y1()), p.w2, out, ws());
 
-    for (index_t c = 0; c < pb_.c_in; ++c)
-      detail::bn_params_from(x_stats[c], double(p.gamma1[c]), double(p.beta1[c]), eps, mean1_[std::size_t(c)],
-                             invstd1_[std::size_t(c)], scale1_[std::size_t(c)], shift1_[std::size_t(c)]);
+    batch_norm_finalize<T>(x_stats, p.gamma1, p.beta1, eps, mvec(mean1_), mvec(invstd1_), mvec(scale1_), mvec(shift1_));
     bn_relu_conv2d_forward_stats<T, Arch>(p1, x, vec(scale1_), vec(shift1_), p.w1, y1(), partials1(), ws());
     const stats_partition part1 = conv2d_stats_partition<T, Arch>(p1);
-    for (index_t c = 0; c < pb_.bottleneck; ++c) {
+    for (index_t c = 0; c < pb_.bottleneck; ++c)
       y1_moments_[std::size_t(c)] = merge_channel(part1, fwd_partials_.data(), c);
-      detail::bn_params_from(y1_moments_[std::size_t(c)], double(p.gamma2[c]), double(p.beta2[c]), eps,
-                             mean2_[std::size_t(c)], invstd2_[std::size_t(c)], scale2_[std::size_t(c)],
-                             shift2_[std::size_t(c)]);
-    }
+    batch_norm_finalize<T>(y1_stats(), p.gamma2, p.beta2, eps, mvec(mean2_), mvec(invstd2_), mvec(scale2_),
+                           mvec(shift2_));
     bn_relu_conv2d_forward_stats<T, Arch>(p2, tensor_view<const T>(y1()), vec(scale2_), vec(shift2_), p.w2, out,
                                           partials2(), ws());
     const stats_partition part2 = conv2d_stats_partition<T, Arch>(p2);
@@ -175,11 +162,12 @@ class dense_composite_layer {
   }
 
   // Gradients of the last forward: dout is the gradient of its output (complete: every later
-  // layer has added to it); dx receives the gradient of its input (accumulate = true adds, as
-  // a concatenation gradient sums every reader's share); g receives the parameter gradients.
+  // layer has added to it); dx receives the gradient of its input (GradMode grad_accumulate adds,
+  // as a concatenation gradient sums every reader's share; grad_overwrite writes); g receives the parameter gradients.
   // x and p must be those of the forward.
+  template <class GradMode>
   void backward(tensor_view<const T> x, const composite_layer_params<T>& p, tensor_view<const T> dout,
-                tensor_view<T> dx, bool accumulate, const composite_layer_grads<T>& g) {
+                tensor_view<T> dx, GradMode mode, const composite_layer_grads<T>& g) {
     constexpr const char* where = "dense_composite_layer::backward";
     detail::check_params(where, pb_, p, 1.0);
     detail::check_grads(where, pb_, g);
@@ -201,11 +189,11 @@ class dense_composite_layer {
     // conv2 and BN2: dY1 replaces the dy2 scratch.
     bn_relu_conv2d_backward<T, Arch>(p2, tensor_view<const T>(y1()), vec(mean2_), vec(invstd2_), vec(scale2_),
                                      vec(shift2_), p.w2, dout, g.dw2, dy2(), bwd_partials(), g.dgamma2, g.dbeta2, dy2(),
-                                     false, ws());
+                                     grad_overwrite{}, ws());
     // conv1 and BN1, into the concatenation gradient.
     bn_relu_conv2d_backward<T, Arch>(p1, x, vec(mean1_), vec(invstd1_), vec(scale1_), vec(shift1_), p.w1,
                                      tensor_view<const T>(dy2()), g.dw1, dy1(), bwd_partials(), g.dgamma1, g.dbeta1, dx,
-                                     accumulate, ws());
+                                     mode, ws());
   }
 
   // Y1's moments from the last forward (for the running statistics of BN2).
@@ -223,6 +211,7 @@ class dense_composite_layer {
   vector_view<moments> partials2() { return partials1(); }
   vector_view<bn_backward_partial> bwd_partials() { return {bwd_partials_.data(), index_t(bwd_partials_.size())}; }
   static vector_view<const T> vec(const std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+  static vector_view<T> mvec(std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
 
   composite_layer_problem pb_;
   std::vector<T> y1_, mean1_, invstd1_, scale1_, shift1_, mean2_, invstd2_, scale2_, shift2_;
@@ -247,9 +236,7 @@ class dense_composite_layer {
     a2_.resize(std::size_t(pb.bottleneck_shape().size()));
     for (auto* v : {&mean1_, &invstd1_, &scale1_, &shift1_}) v->resize(std::size_t(pb.c_in));
     for (auto* v : {&mean2_, &invstd2_, &scale2_, &shift2_}) v->resize(std::size_t(pb.bottleneck));
-    part1_ = stats_partition{pb.n, pb.c_in, pb.h * pb.w};
-    part2_ = stats_partition{pb.n, pb.bottleneck, pb.h * pb.w};
-    partials_.resize(std::size_t(std::max(part1_.size(), part2_.size())));
+    merged_.resize(std::size_t(std::max(pb.c_in, pb.bottleneck)));
     da2_.resize(std::size_t(pb.bottleneck_shape().size()));
     da1_.resize(std::size_t(pb.input_shape().size()));
     ws_.resize(std::size_t(std::max({conv2d_forward_workspace_size<T, Arch>(p1, threads),
@@ -274,28 +261,24 @@ class dense_composite_layer {
     bnff::detail::check_conv_tensor(where, "out", out, pb_.output_shape());
     bnff::detail::check_no_alias(where, "out", out, x, "x");
     const conv2d_problem p1 = pb_.conv1(), p2 = pb_.conv2();
-    vector_view<moments> pv(partials_.data(), index_t(partials_.size()));
-    channel_stats<T>(x, part1_, pv);
-    for (index_t c = 0; c < pb_.c_in; ++c)
-      bnff::detail::bn_params_from(merge_channel(part1_, partials_.data(), c), double(p.gamma1[c]), double(p.beta1[c]),
-                                   eps, mean1_[std::size_t(c)], invstd1_[std::size_t(c)], scale1_[std::size_t(c)],
-                                   shift1_[std::size_t(c)]);
-    bn_apply<T, Arch>(x, vec(scale1_), vec(shift1_), a1());
-    relu<T, Arch>(a1(), a1());
+    batch_norm_stats<Arch>(x, merged(pb_.c_in));
+    batch_norm_finalize<T>(stats(pb_.c_in), p.gamma1, p.beta1, eps, mvec(mean1_), mvec(invstd1_), mvec(scale1_),
+                           mvec(shift1_));
+    batch_norm_apply_affine<bn_identity, Arch, T>(x, a1(), vec(scale1_), vec(shift1_));
+    unfused::relu<Arch, T>(tensor_view<const T>(a1()), a1());
     conv2d_forward<T, Arch>(p1, a1(), p.w1, {}, y1(), ws());
-    channel_stats<T>(y1(), part2_, pv);
-    for (index_t c = 0; c < pb_.bottleneck; ++c)
-      bnff::detail::bn_params_from(merge_channel(part2_, partials_.data(), c), double(p.gamma2[c]), double(p.beta2[c]),
-                                   eps, mean2_[std::size_t(c)], invstd2_[std::size_t(c)], scale2_[std::size_t(c)],
-                                   shift2_[std::size_t(c)]);
-    bn_apply<T, Arch>(y1(), vec(scale2_), vec(shift2_), a2());
-    relu<T, Arch>(a2(), a2());
+    batch_norm_stats<Arch>(tensor_view<const T>(y1()), merged(pb_.bottleneck));
+    batch_norm_finalize<T>(stats(pb_.bottleneck), p.gamma2, p.beta2, eps, mvec(mean2_), mvec(invstd2_), mvec(scale2_),
+                           mvec(shift2_));
+    batch_norm_apply_affine<bn_identity, Arch, T>(tensor_view<const T>(y1()), a2(), vec(scale2_), vec(shift2_));
+    unfused::relu<Arch, T>(tensor_view<const T>(a2()), a2());
     conv2d_forward<T, Arch>(p2, a2(), p.w2, {}, out, ws());
   }
 
   // As the fused backward, from the stored A1, Y1, A2.
+  template <class GradMode>
   void backward(tensor_view<const T> x, const composite_layer_params<T>& p, tensor_view<const T> dout,
-                tensor_view<T> dx, bool accumulate, const composite_layer_grads<T>& g) {
+                tensor_view<T> dx, GradMode mode, const composite_layer_grads<T>& g) {
     constexpr const char* where = "unfused::dense_composite_layer::backward";
     bnff::detail::check_params(where, pb_, p, 1.0);
     bnff::detail::check_grads(where, pb_, g);
@@ -305,9 +288,9 @@ class dense_composite_layer {
     bnff::detail::check_no_alias(where, "dx", dx, x, "x");
     bnff::detail::check_no_alias(where, "dx", dx, dout, "dout");
     bn_relu_conv2d_backward<T, Arch>(pb_.conv2(), y1(), a2(), vec(mean2_), vec(invstd2_), vec(scale2_), p.w2, dout,
-                                     g.dw2, da2(), g.dgamma2, g.dbeta2, da2(), false, ws());
+                                     g.dw2, da2(), g.dgamma2, g.dbeta2, da2(), grad_overwrite{}, ws());
     bn_relu_conv2d_backward<T, Arch>(pb_.conv1(), x, a1(), vec(mean1_), vec(invstd1_), vec(scale1_), p.w1, da2(), g.dw1,
-                                     da1(), g.dgamma1, g.dbeta1, dx, accumulate, ws());
+                                     da1(), g.dgamma1, g.dbeta1, dx, mode, ws());
   }
 
  private:
@@ -318,11 +301,14 @@ class dense_composite_layer {
   tensor_view<T> da1() { return {da1_.data(), pb_.input_shape()}; }
   vector_view<T> ws() { return {ws_.data(), index_t(ws_.size())}; }
   static vector_view<const T> vec(const std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+  static vector_view<T> mvec(std::vector<T>& v) { return {v.data(), index_t(v.size())}; }
+
+  vector_view<moments> merged(index_t channels) { return {merged_.data(), channels}; }
+  vector_view<const moments> stats(index_t channels) const { return {merged_.data(), channels}; }
 
   composite_layer_problem pb_;
   std::vector<T> a1_, y1_, a2_, mean1_, invstd1_, scale1_, shift1_, mean2_, invstd2_, scale2_, shift2_;
-  stats_partition part1_, part2_;
-  std::vector<moments> partials_;
+  std::vector<moments> merged_;
   std::vector<T> da2_, da1_, ws_;
 };
 

@@ -3,9 +3,13 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <type_traits>
+
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
+#include "bnff/ops/bn_grad_mode.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -29,32 +33,49 @@ void unfused_batch_norm_backward_dx_check(
   for (int i = 0; i < 5; ++i) bnff::detail::check_disjoint(where, "dx", dx, names[i], params[i]);
 }
 
-template <class Arch, class T>
-void unfused_batch_norm_backward_dx_run(
-    tensor_view<const bnff::detail::nondeduced_t<T>> x, tensor_view<const bnff::detail::nondeduced_t<T>> dy,
-    vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<const bnff::detail::nondeduced_t<T>> invstd,
-    vector_view<const bnff::detail::nondeduced_t<T>> gamma, vector_view<const bnff::detail::nondeduced_t<T>> sum_dy,
-    vector_view<const bnff::detail::nondeduced_t<T>> sum_dy_xhat, tensor_view<T> dx) {
+// The batch-norm input-gradient sweep, the one implementation every dx caller runs
+// (bn_backward_dx, the fused backward, this pass): per channel, with k = scale_of(c),
+//   dx = k * dy - ((x - mean) * k1 + k0),  k0 = k * sum_dy / m,  k1 = k * invstd * sum_dy_xhat / m.
+// Large outputs are streamed unless GradMode reads dx (accumulating reads it anyway).
+template <class GradMode, class Arch, class T, class ScaleOf>
+void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean, const T* invstd,
+                          ScaleOf scale_of, const T* sum_dy, const T* sum_dy_xhat, const tensor_view<T>& dx) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
-  bnff::detail::with_store_policy<T>(dx.size(), [&](auto store) {
-    using Store = decltype(store);
+  bnff::detail::with_store_policy<T>(dx.size(), dx.data() == dy.data(), [&](auto store) {
+    using Store = std::conditional_t<GradMode::reads_output, simd::temporal_stores, decltype(store)>;
     bnff::detail::for_each_plane(
         x.n(), x.c(), x.plane(),
         [&](index_t n, index_t c) {
           const T* xp = x.plane_ptr(n, c);
           const T* dyp = dy.plane_ptr(n, c);
           T* dxp = dx.plane_ptr(n, c);
-          const double istd = double(invstd[c]), k = double(gamma[c]) * istd;
+          const double istd = double(invstd[c]), k = scale_of(c);
           const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * double(sum_dy[c]) / m)),
                                       k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
           Store::template for_each<T, Arch>(x.plane(), dxp, [&](auto lanes, auto) {
-            const batch xc = lanes.load(xp) - vmean;
-            lanes.store(dxp, xsimd::fms(vk, lanes.load(dyp), xsimd::fma(xc, k1, k0)));
+            const batch g = simd::fms(vk, lanes.load(dyp), simd::fma(lanes.load(xp) - vmean, k1, k0));
+            if constexpr (GradMode::reads_output)
+              lanes.store(dxp, GradMode::combine(lanes.load(dxp), g));
+            else
+              lanes.store(dxp, g);
           });
         },
         [] { Store::finish(); });
   });
+}
+
+// The pass's dx (arguments already checked): scale = gamma * invstd, in double.
+template <class Arch, class T>
+void unfused_batch_norm_backward_dx_run(const tensor_view<const T>& x, const tensor_view<const T>& dy,
+                                        vector_view<const T> mean, vector_view<const T> invstd,
+                                        vector_view<const T> gamma, vector_view<const T> sum_dy,
+                                        vector_view<const T> sum_dy_xhat, const tensor_view<T>& dx) {
+  const T* g = gamma.data();
+  const T* is = invstd.data();
+  bn_backward_dx_sweep<grad_overwrite, Arch, T>(
+      x, dy, mean.data(), is, [g, is](index_t c) { return double(g[c]) * double(is[c]); }, sum_dy.data(),
+      sum_dy_xhat.data(), dx);
 }
 
 }  // namespace bnff::detail

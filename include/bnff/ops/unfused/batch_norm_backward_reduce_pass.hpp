@@ -9,6 +9,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -57,7 +58,7 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
       simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
         const batch d = lanes.load(dyp, T(0));
         acc[0] += d;
-        acc[1] = xsimd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
+        acc[1] = simd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
       });
     });
     sum_dy[c] = T(sums[0]);

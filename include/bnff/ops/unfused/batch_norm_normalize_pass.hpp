@@ -8,6 +8,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -40,7 +41,7 @@ void unfused_batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced
                                       vector_view<const bnff::detail::nondeduced_t<T>> gamma,
                                       vector_view<const bnff::detail::nondeduced_t<T>> beta, double eps) {
   using batch = xsimd::batch<T, Arch>;
-  bnff::detail::with_store_policy<T>(y.size(), [&](auto store) {
+  bnff::detail::with_store_policy<T>(y.size(), y.data() == x.data(), [&](auto store) {
     using Store = decltype(store);
     bnff::detail::for_each_plane(
         x.n(), x.c(), x.plane(),
@@ -49,7 +50,7 @@ void unfused_batch_norm_normalize_run(tensor_view<const bnff::detail::nondeduced
           T* yp = y.plane_ptr(n, c);
           const batch vmean(mean[c]), s(T(double(gamma[c]) / std::sqrt(double(var[c]) + eps))), b(beta[c]);
           Store::template for_each<T, Arch>(
-              x.plane(), yp, [&](auto lanes, auto) { lanes.store(yp, xsimd::fma(lanes.load(xp) - vmean, s, b)); });
+              x.plane(), yp, [&](auto lanes, auto) { lanes.store(yp, simd::fma(lanes.load(xp) - vmean, s, b)); });
         },
         [] { Store::finish(); });
   });

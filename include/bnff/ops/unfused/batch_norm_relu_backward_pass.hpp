@@ -27,7 +27,7 @@ void unfused_relu_backward_check(tensor_view<const bnff::detail::nondeduced_t<T>
 template <class Arch, class T>
 void unfused_relu_backward_run(tensor_view<const bnff::detail::nondeduced_t<T>> y,
                                tensor_view<const bnff::detail::nondeduced_t<T>> dz, tensor_view<T> dy) {
-  bnff::detail::with_store_policy<T>(dy.size(), [&](auto store) {
+  bnff::detail::with_store_policy<T>(dy.size(), dy.data() == dz.data(), [&](auto store) {
     using Store = decltype(store);
     bnff::detail::for_each_plane(
         y.n(), y.c(), y.plane(),

@@ -22,7 +22,7 @@ void unfused_relu_check(tensor_view<const bnff::detail::nondeduced_t<T>> y, tens
 
 template <class Arch, class T>
 void unfused_relu_run(tensor_view<const bnff::detail::nondeduced_t<T>> y, tensor_view<T> z) {
-  bnff::detail::with_store_policy<T>(z.size(), [&](auto store) {
+  bnff::detail::with_store_policy<T>(z.size(), z.data() == y.data(), [&](auto store) {
     using Store = decltype(store);
     bnff::detail::for_each_plane(
         y.n(), y.c(), y.plane(),

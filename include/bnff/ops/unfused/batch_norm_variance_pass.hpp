@@ -9,6 +9,7 @@
 #include "bnff/config.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -41,7 +42,7 @@ void unfused_batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_
       // Padded lanes load the mean: their deviation is 0.
       simd::sum_lanes<1, T, Arch>(b1 - b0, sum, [&](auto lanes, auto& acc) {
         const batch d = lanes.load(xp, mean_c) - vmean;
-        acc[0] = xsimd::fma(d, d, acc[0]);
+        acc[0] = simd::fma(d, d, acc[0]);
       });
     });
     var[c] = T(sum[0] / m);
