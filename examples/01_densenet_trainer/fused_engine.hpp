@@ -116,17 +116,21 @@ class fused_engine : public conv_bn_engine {
       case unit_kind::conv:
         bnff::conv2d_backward_weights<float>(pb, u.x, u.dy, u.conv.d_weight, {}, scratch_.workspace());
         if (!u.dx.empty())
-          bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, u.dx, accumulate, scratch_.workspace());
+          bnff::with_grad_mode(accumulate, [&](auto mode) {
+            bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, u.dx, mode, scratch_.workspace());
+          });
         break;
       case unit_kind::bn_relu_conv: {
         const bn_vectors& p = train_[i];
         // The gradient at the BN output: in dx itself when dx is overwritten, else in scratch.
         const bool in_place = !u.dx.empty() && !accumulate;
         const tensor_view<float> dy = in_place ? u.dx : scratch_.gradient(u.x.shape());
-        bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
-                                             u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
-                                             u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, accumulate,
-                                             scratch_.workspace());
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
+                                               u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
+                                               u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
+                                               scratch_.workspace());
+        });
         break;
       }
       case unit_kind::bn_relu: {

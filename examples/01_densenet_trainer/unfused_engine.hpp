@@ -12,7 +12,7 @@
 //   bn_relu        the same four sweeps into the unit's output.
 // Backward: unfused::bn_relu_conv2d_backward (weight gradient from the stored A, data
 // gradient, ReLU mask from A, BN reductions, BN dx: one sweep each);
-// relu_backward_stored + bn_backward_reduce + bn_backward_dx for bn_relu.
+// relu_backward + batch_norm_backward_reduce + bn_backward_dx for bn_relu.
 // Kept from forward to backward besides the network's buffers: A for every
 // BN-ReLU-conv (quadratic in a block's depth) and per-channel vectors.
 #pragma once
@@ -87,24 +87,32 @@ class unfused_engine : public conv_bn_engine {
       case unit_kind::conv:
         bnff::conv2d_backward_weights<float>(pb, u.x, u.dy, u.conv.d_weight, {}, scratch_.workspace());
         if (!u.dx.empty())
-          bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, u.dx, accumulate, scratch_.workspace());
+          bnff::with_grad_mode(accumulate, [&](auto mode) {
+            bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, u.dx, mode, scratch_.workspace());
+          });
         break;
       case unit_kind::bn_relu_conv: {
         // The gradient at the activation: in dx itself when dx is overwritten, else in scratch.
         const bool in_place = !u.dx.empty() && !accumulate;
         const tensor_view<float> da = in_place ? u.dx : scratch_.gradient(u.x.shape());
-        bnff::unfused::bn_relu_conv2d_backward<float>(
-            pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd), cvec(p.scale), u.conv.weight, u.dy,
-            u.conv.d_weight, da, u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, accumulate, scratch_.workspace());
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          bnff::unfused::bn_relu_conv2d_backward<float>(pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd),
+                                                        cvec(p.scale), u.conv.weight, u.dy, u.conv.d_weight, da,
+                                                        u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, mode,
+                                                        scratch_.workspace());
+        });
         break;
       }
       case unit_kind::bn_relu: {
         if (u.dx.empty()) throw std::logic_error("unfused engine: BN-ReLU unit '" + u.name + "' has no input gradient");
         const tensor_view<float> dy = scratch_.gradient(u.x.shape());
-        bnff::unfused::relu_backward_stored<float>(u.y, u.dy, dy);  // mask from the stored output
-        bnff::unfused::bn_backward_reduce<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), u.bn.d_gamma, u.bn.d_beta);
-        bnff::bn_backward_dx<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.d_gamma),
-                                    cvec(u.bn.d_beta), u.dx, accumulate);
+        bnff::unfused::relu_backward(tensor_view<const float>(u.y), u.dy, dy);  // mask from the stored output
+        bnff::unfused::batch_norm_backward_reduce(u.x, tensor_view<const float>(dy), cvec(p.mean), cvec(p.invstd),
+                                                  u.bn.d_beta, u.bn.d_gamma);  // sum(dy), sum(dy * xhat)
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          bnff::bn_backward_dx<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.d_gamma),
+                                      cvec(u.bn.d_beta), u.dx, mode);
+        });
         break;
       }
       default:
