@@ -127,7 +127,7 @@ TEST_CASE("batch_norm_backward in place: dx overwrites dz", "[batch_norm]") {
 }
 
 TEST_CASE("batch_norm_backward gives the same bits with 1 and 2 threads", "[batch_norm]") {
-  const shape4 s{3, 7, 19, 23};
+  const shape4 s{3, 7, 19, 23};  // one channel per task
   const backward_case<float> bc(s, 13);
   slice_tensor<float> a(s, 0, 0, 0), b(s, 0, 0, 0);
   std::vector<float> ga(7), ba(7), gb(7), bb(7);
@@ -139,6 +139,31 @@ TEST_CASE("batch_norm_backward gives the same bits with 1 and 2 threads", "[batc
   CHECK(a.storage == b.storage);
   CHECK(ga == gb);
   CHECK(ba == bb);
+}
+
+TEST_CASE("batch_norm_backward with several channels per task (pipelined sweeps)", "[batch_norm]") {
+  // 40 and 130 channels: tasks of 2 and 8 channels, the reduction of channel
+  // c + 1 running beside the dx sweep of channel c; planes of one and of
+  // several 1024-element blocks.
+  for (const shape4& s : {shape4{2, 40, 5, 7}, shape4{1, 130, 33, 35}}) {
+    const backward_case<float> bc(s, 23);
+    const auto want = bc.reference(true);
+    std::vector<float> ga(std::size_t(s.c)), ba(std::size_t(s.c)), gb(std::size_t(s.c)), bb(std::size_t(s.c));
+    slice_tensor<float> a(s, 0, 0, 1), b(s, 0, 0, 1);
+    a.fill_nan(), b.fill_nan();
+    bnff::set_num_threads(1);
+    bc.run<bnff::bn_relu>(a.view(), ga, ba);
+    bnff::set_num_threads(2);
+    bc.run<bnff::bn_relu>(b.view(), gb, bb);
+    bnff::set_num_threads(1);
+    CAPTURE(s);
+    CHECK(a.storage == b.storage);
+    CHECK(ga == gb);
+    CHECK(ba == bb);
+    CHECK(max_abs_diff(a.packed(), want.dx) <= grad_tol<float> * bc.term_size());
+    CHECK(max_abs_diff(ga, want.dgamma) <= grad_tol<float> * (1 + max_abs(want.dgamma)));
+    CHECK(max_abs_diff(ba, want.dbeta) <= grad_tol<float> * (1 + max_abs(want.dbeta)));
+  }
 }
 
 TEST_CASE("fused BN + ReLU backward agrees with finite differences (double)", "[batch_norm]") {

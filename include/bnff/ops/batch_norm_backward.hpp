@@ -8,11 +8,11 @@
 #include <type_traits>
 
 #include "bnff/config.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/ops/bn_activation.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_grad_mode.hpp"
 #include "bnff/ops/bn_tasks.hpp"
-#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -21,50 +21,88 @@ namespace bnff {
 
 namespace detail {
 
+// Channels per task of the backward: a task pipelines its channels (below), so
+// more per task overlaps more; enough tasks remain to share among threads.
+// From the shape alone, like every partition in bnff.
+inline index_t backward_channels_per_task(index_t channels) noexcept {
+  const index_t g = channels / 16;
+  return g < 1 ? 1 : (g > 8 ? 8 : g);
+}
+
 // The two sweeps of batch_norm_backward (arguments already checked). Store is
 // simd::temporal_stores or simd::streaming_stores; the bits are the same.
+// Within a task, the reduction sweep of channel c + 1 runs block by block
+// beside the dx sweep of channel c: the reads of the next channel then overlap
+// the writes of this one (a channel's two sweeps would otherwise alternate
+// between reading and writing main memory), and each channel's sums still
+// accumulate its blocks in the same order, so the bits do not change.
 template <class Activation, class GradMode, class Store, class Arch, class T>
 void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T>& dz, const T* mean, const T* invstd,
                         const T* scale, const T* beta, const tensor_view<T>& dx, T* dgamma, T* dbeta) {
   using batch = xsimd::batch<T, Arch>;
-  const index_t plane = x.plane();
+  const index_t plane = x.plane(), channels = x.c();
   const double m = double(x.n()) * double(plane);
   // Blocks of one flush chunk: sum_lanes then flushes once per block.
   const index_t block = simd::sum_flush_batches * index_t(batch::size);
   const std::array<tensor_view<const T>, 2> inputs{x, dz};
-  for_each_channel(x.c(), [&](index_t c) {
+  const index_t per_task = backward_channels_per_task(channels);
+  const index_t tasks = (channels + per_task - 1) / per_task;
+
+  // Adds block [b0, b1) of plane (n, c) to c's sums: sum(dy), sum(dy * xc).
+  auto reduce_block = [&](index_t c, index_t n, index_t b0, index_t b1, std::array<double, 2>& sums) {
     const T mean_c = mean[c];
     const batch vmean(mean_c), vscale(scale[c]), vbeta(beta[c]);
-    std::array<double, 2> sums{0.0, 0.0};  // sum(dy), sum(dy * xc)
-    for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
-      const T* xp = x.plane_ptr(n, c) + b0;
-      const T* dzp = dz.plane_ptr(n, c) + b0;
-      // Padded lanes: x = mean and dz = 0, so xc = dy = 0 adds nothing.
-      simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
-        const batch xc = lanes.load(xp, mean_c) - vmean;
-        const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
-        acc[0] += dy;
-        acc[1] = simd::fma(dy, xc, acc[1]);
-      });
+    const T* xp = x.plane_ptr(n, c) + b0;
+    const T* dzp = dz.plane_ptr(n, c) + b0;
+    // Padded lanes: x = mean and dz = 0, so xc = dy = 0 adds nothing.
+    simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
+      const batch xc = lanes.load(xp, mean_c) - vmean;
+      const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
+      acc[0] += dy;
+      acc[1] = simd::fma(dy, xc, acc[1]);
     });
-    const double istd = double(invstd[c]), sc = double(scale[c]);
-    const double sum_dy = sums[0], sum_dy_xhat = sums[1] * istd;
-    if (dbeta) dbeta[c] = T(sum_dy);
-    if (dgamma) dgamma[c] = T(sum_dy_xhat);
-    const batch k0(T(sc * sum_dy / m)), k1(T(sc * istd * sum_dy_xhat / m));
-    for (index_t n = 0; n < x.n(); ++n) {
-      const T* xp = x.plane_ptr(n, c);
-      const T* dzp = dz.plane_ptr(n, c);
-      T* dxp = dx.plane_ptr(n, c);
-      Store::template for_each<T, Arch>(plane, dxp, [&](auto lanes, auto) {
-        const batch xc = lanes.load(xp) - vmean;
-        const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp));
-        const batch g = simd::fms(vscale, dy, simd::fma(xc, k1, k0));
-        if constexpr (GradMode::reads_output)
-          lanes.store(dxp, GradMode::combine(lanes.load(dxp), g));
-        else
-          lanes.store(dxp, g);
-      });
+  };
+  // dx over block [b0, b1) of plane (n, c), with k0 = scale * sum(dy) / m, k1 = scale * invstd * dgamma / m.
+  auto dx_block = [&](index_t c, index_t n, index_t b0, index_t b1, const batch& k0, const batch& k1) {
+    const batch vmean(mean[c]), vscale(scale[c]), vbeta(beta[c]);
+    const T* xp = x.plane_ptr(n, c) + b0;
+    const T* dzp = dz.plane_ptr(n, c) + b0;
+    T* dxp = dx.plane_ptr(n, c) + b0;
+    Store::template for_each<T, Arch>(b1 - b0, dxp, [&](auto lanes, auto) {
+      const batch xc = lanes.load(xp) - vmean;
+      const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp));
+      const batch g = simd::fms(vscale, dy, simd::fma(xc, k1, k0));
+      if constexpr (GradMode::reads_output)
+        lanes.store(dxp, GradMode::combine(lanes.load(dxp), g));
+      else
+        lanes.store(dxp, g);
+    });
+  };
+
+  parallel_for(tasks, [&](index_t t) {
+    const index_t c_end = (t + 1) * per_task < channels ? (t + 1) * per_task : channels;
+    std::array<double, 2> sums{0.0, 0.0};
+    for_each_channel_block(inputs, t * per_task, block,
+                           [&](index_t n, index_t b0, index_t b1) { reduce_block(t * per_task, n, b0, b1, sums); });
+    for (index_t c = t * per_task; c < c_end; ++c) {
+      const double istd = double(invstd[c]), sc = double(scale[c]);
+      const double sum_dy = sums[0], sum_dy_xhat = sums[1] * istd;
+      if (dbeta) dbeta[c] = T(sum_dy);
+      if (dgamma) dgamma[c] = T(sum_dy_xhat);
+      const batch k0(T(sc * sum_dy / m)), k1(T(sc * istd * sum_dy_xhat / m));
+      std::array<double, 2> next{0.0, 0.0};
+      if (c + 1 < c_end) {
+        // Walks (and prefetches) channel c + 1, whose planes have the same blocks as c's.
+        for_each_channel_block(inputs, c + 1, block, [&](index_t n, index_t b0, index_t b1) {
+          reduce_block(c + 1, n, b0, b1, next);
+          dx_block(c, n, b0, b1, k0, k1);
+        });
+      } else {
+        for (index_t n = 0; n < x.n(); ++n)
+          for (index_t b0 = 0; b0 < plane; b0 += block)
+            dx_block(c, n, b0, b0 + block < plane ? b0 + block : plane, k0, k1);
+      }
+      sums = next;
     }
     Store::finish();
   });

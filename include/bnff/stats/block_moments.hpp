@@ -4,6 +4,7 @@
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/for_each_lanes.hpp"
 #include "bnff/simd/reduce_add.hpp"
 #include "bnff/stats/moments.hpp"
@@ -69,7 +70,7 @@ moments block_moments_in_registers(const T* x, index_t len) noexcept {
   }
   const double sum_d = simd::reduce_add_double((d[0] + d[1]) + (d[2] + d[3]));
   const double sum_d2 =
-      simd::reduce_add_double(xsimd::fma(d[0], d[0], d[1] * d[1]) + xsimd::fma(d[2], d[2], d[3] * d[3]));
+      simd::reduce_add_double(simd::fma(d[0], d[0], d[1] * d[1]) + simd::fma(d[2], d[2], d[3] * d[3]));
   return shifted_moments(len, double(shift), sum_d, sum_d2);
 }
 
@@ -114,7 +115,7 @@ moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
     simd::for_each_lanes<T, Arch, moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
       const batch d = lanes.load(p, shift) - vshift;
       a[s] += d;
-      q[s] = xsimd::fma(d, d, q[s]);
+      q[s] = simd::fma(d, d, q[s]);
     });
     sum_d += simd::reduce_add_double(tree_sum(a));
     sum_d2 += simd::reduce_add_double(tree_sum(q));
