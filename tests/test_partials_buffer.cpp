@@ -336,3 +336,49 @@ TEST_CASE("fused BN-ReLU-conv backward on P shards with summed sums is the whole
     CHECK(max_abs_diff(db_sum, db_whole) < 1e-5 * (1 + max_abs(db_whole)));
   }
 }
+
+TEST_CASE("the synchronized fused backward checks its sums buffer before writing", "[fused][backward][sync][errors]") {
+  const bnff::conv2d_problem pb{2, 3, 5, 5, 4, 1, 1, 0, 1};
+  const shape4 xs = pb.input_shape(), ws = pb.filter_shape();
+  std::vector<float> xv(std::size_t(xs.size()), 0.5f), dout(std::size_t(pb.output_shape().size()), 0.25f),
+      wv(std::size_t(ws.size()), 0.1f), dw(wv.size(), float(qnan)), dy(xv.size(), float(qnan)),
+      dx(xv.size(), float(qnan)), dg(3, float(qnan)), db(3, float(qnan)),
+      work(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<float>(pb)));
+  xv[3] = 1.5f;
+  const tensor_view<const float> x(xv.data(), xs);
+  const global_bn bn(x, 7);
+  std::vector<bnff::bn_backward_partial> partials(std::size_t(bnff::bn_relu_conv2d_backward_partition<float>(pb).size()));
+  std::vector<double> sums(std::size_t(bnff::bn_backward_sums_size(pb.c)) - 1);
+  bool synced = false;
+  REQUIRE_THROWS_WITH(bnff::bn_relu_conv2d_backward<float>(
+                          pb, x, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.shift),
+                          tensor_view<const float>(wv.data(), ws), tensor_view<const float>(dout.data(), pb.output_shape()),
+                          tensor_view<float>(dw.data(), ws), tensor_view<float>(dy.data(), xs), vview(partials), vview(dg),
+                          vview(db), tensor_view<float>(dx.data(), xs), bnff::grad_overwrite{}, vview(work), vview(sums),
+                          [&](bnff::vector_view<double>) { synced = true; }),
+                      Catch::Contains("'sums'") && Catch::Contains(">= 7 doubles"));
+  CHECK_FALSE(synced);
+  for (const auto* v : {&dw, &dy, &dx, &dg, &db})
+    for (float f : *v) CHECK(std::isnan(f));
+}
+
+TEST_CASE("dx and parameter gradients from a sums buffer check their arguments", "[backward][sync][errors]") {
+  const shape4 s{2, 2, 1, 3};
+  std::vector<float> xv(std::size_t(s.size()), 1.0f), dy(xv.size(), 1.0f), dx(xv.size(), float(qnan)), v(2, 1.0f),
+      dg(2, float(qnan)), db(2, float(qnan));
+  std::vector<double> sums = {1, 2, 3, 4, 5};  // a count of 5 < this shard's 6 elements
+  const tensor_view<const float> x(xv.data(), s);
+  REQUIRE_THROWS_WITH(bnff::bn_backward_dx_from_sums<float>(x, tensor_view<const float>(dy.data(), s), cvview(v),
+                                                            cvview(v), cvview(v), cvview(sums),
+                                                            tensor_view<float>(dx.data(), s)),
+                      Catch::Contains("count >= this shard's 6"));
+  for (float f : dx) CHECK(std::isnan(f));
+  sums.pop_back();
+  REQUIRE_THROWS_WITH(bnff::bn_backward_params_from_sums<float>(cvview(sums), cvview(v), vview(dg), vview(db)),
+                      Catch::Contains(">= 5 doubles"));
+  for (float f : dg) CHECK(std::isnan(f));
+  sums.push_back(6);
+  bnff::bn_backward_params_from_sums<float>(cvview(sums), cvview(v), vview(dg), vview(db));
+  CHECK(dg == std::vector<float>{2.0f, 4.0f});
+  CHECK(db == std::vector<float>{1.0f, 3.0f});
+}
