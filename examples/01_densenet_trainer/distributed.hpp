@@ -4,7 +4,9 @@
 // same SGD step. Nothing here depends on MPI; a single process uses none of it.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
