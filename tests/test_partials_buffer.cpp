@@ -207,7 +207,8 @@ TEST_CASE("batch_norm_backward on P shards with summed sums is the whole batch's
     std::vector<double> dgamma_sum(std::size_t(s.c), 0.0), dbeta_sum(std::size_t(s.c), 0.0);
     first = 0;
     for (index_t r = 0; r < ranks; first += shards[std::size_t(r)], ++r) {
-      shard_backward(r, first, [&](bnff::vector_view<double> sums) { std::copy(global.begin(), global.end(), sums.begin()); });
+      shard_backward(r, first,
+                     [&](bnff::vector_view<double> sums) { std::copy(global.begin(), global.end(), sums.begin()); });
       for (std::size_t c = 0; c < std::size_t(s.c); ++c) dgamma_sum[c] += dgamma[c], dbeta_sum[c] += dbeta[c];
     }
     CAPTURE(ranks);
@@ -226,9 +227,9 @@ TEST_CASE("a sync that leaves the sums alone gives the unsynchronized bits", "[b
   const global_bn bn(x, 43);
   std::vector<float> dx1(xv.size()), dx2(xv.size()), dg1(5), dg2(5), db1(5), db2(5);
   std::vector<double> sums(std::size_t(bnff::bn_backward_sums_size(s.c)));
-  bnff::batch_norm_backward<bnff::bn_relu, bnff::grad_overwrite>(x, dz, cvview(bn.mean), cvview(bn.invstd),
-                                                                 cvview(bn.scale), cvview(bn.beta),
-                                                                 tensor_view<float>(dx1.data(), s), vview(dg1), vview(db1));
+  bnff::batch_norm_backward<bnff::bn_relu, bnff::grad_overwrite>(
+      x, dz, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.beta), tensor_view<float>(dx1.data(), s),
+      vview(dg1), vview(db1));
   bnff::batch_norm_backward<bnff::bn_relu, bnff::grad_overwrite>(
       x, dz, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.beta), tensor_view<float>(dx2.data(), s),
       vview(dg2), vview(db2), vview(sums), [](bnff::vector_view<double>) {});
@@ -252,11 +253,11 @@ TEST_CASE("the synchronized backwards refuse a sync that loses elements", "[back
                           [](bnff::vector_view<double> v) { v[v.size() - 1] = 1; })),
                       Catch::Contains("count >= this shard's 18"));
   std::vector<double> small(4);
-  REQUIRE_THROWS_WITH((bnff::batch_norm_backward<bnff::bn_identity, bnff::grad_overwrite>(
-                          x, dz, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.beta),
-                          tensor_view<float>(dx.data(), s), vview(dg), vview(db), vview(small),
-                          [](bnff::vector_view<double>) {})),
-                      Catch::Contains("'sums'") && Catch::Contains(">= 5"));
+  REQUIRE_THROWS_WITH(
+      (bnff::batch_norm_backward<bnff::bn_identity, bnff::grad_overwrite>(
+          x, dz, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.beta),
+          tensor_view<float>(dx.data(), s), vview(dg), vview(db), vview(small), [](bnff::vector_view<double>) {})),
+      Catch::Contains("'sums'") && Catch::Contains(">= 5"));
 }
 
 TEST_CASE("fused BN-ReLU-conv backward on P shards with summed sums is the whole batch's", "[fused][backward][sync]") {
@@ -275,9 +276,10 @@ TEST_CASE("fused BN-ReLU-conv backward on P shards with summed sums is the whole
   auto run = [&](const bnff::conv2d_problem& p, index_t first, std::vector<float>& dx, std::vector<float>& dw,
                  std::vector<float>& dg, std::vector<float>& db, std::vector<double>* sums, auto&& sync) {
     const index_t n = p.n;
-    std::vector<float> dy(std::size_t(p.input_shape().size())), ws_(std::size_t(
-                                                                    bnff::bn_relu_conv2d_backward_workspace_size<float>(p)));
-    std::vector<bnff::bn_backward_partial> partials(std::size_t(bnff::bn_relu_conv2d_backward_partition<float>(p).size()));
+    std::vector<float> dy(std::size_t(p.input_shape().size())),
+        ws_(std::size_t(bnff::bn_relu_conv2d_backward_workspace_size<float>(p)));
+    std::vector<bnff::bn_backward_partial> partials(
+        std::size_t(bnff::bn_relu_conv2d_backward_partition<float>(p).size()));
     const tensor_view<float> dxv = tensor_view<float>(dx.data(), xs).images(first, n);
     if (sums)
       bnff::bn_relu_conv2d_backward<float>(p, x.images(first, n), cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale),
@@ -347,16 +349,18 @@ TEST_CASE("the synchronized fused backward checks its sums buffer before writing
   xv[3] = 1.5f;
   const tensor_view<const float> x(xv.data(), xs);
   const global_bn bn(x, 7);
-  std::vector<bnff::bn_backward_partial> partials(std::size_t(bnff::bn_relu_conv2d_backward_partition<float>(pb).size()));
+  std::vector<bnff::bn_backward_partial> partials(
+      std::size_t(bnff::bn_relu_conv2d_backward_partition<float>(pb).size()));
   std::vector<double> sums(std::size_t(bnff::bn_backward_sums_size(pb.c)) - 1);
   bool synced = false;
-  REQUIRE_THROWS_WITH(bnff::bn_relu_conv2d_backward<float>(
-                          pb, x, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.shift),
-                          tensor_view<const float>(wv.data(), ws), tensor_view<const float>(dout.data(), pb.output_shape()),
-                          tensor_view<float>(dw.data(), ws), tensor_view<float>(dy.data(), xs), vview(partials), vview(dg),
-                          vview(db), tensor_view<float>(dx.data(), xs), bnff::grad_overwrite{}, vview(work), vview(sums),
-                          [&](bnff::vector_view<double>) { synced = true; }),
-                      Catch::Contains("'sums'") && Catch::Contains(">= 7 doubles"));
+  REQUIRE_THROWS_WITH(
+      bnff::bn_relu_conv2d_backward<float>(
+          pb, x, cvview(bn.mean), cvview(bn.invstd), cvview(bn.scale), cvview(bn.shift),
+          tensor_view<const float>(wv.data(), ws), tensor_view<const float>(dout.data(), pb.output_shape()),
+          tensor_view<float>(dw.data(), ws), tensor_view<float>(dy.data(), xs), vview(partials), vview(dg), vview(db),
+          tensor_view<float>(dx.data(), xs), bnff::grad_overwrite{}, vview(work), vview(sums),
+          [&](bnff::vector_view<double>) { synced = true; }),
+      Catch::Contains("'sums'") && Catch::Contains(">= 7 doubles"));
   CHECK_FALSE(synced);
   for (const auto* v : {&dw, &dy, &dx, &dg, &db})
     for (float f : *v) CHECK(std::isnan(f));
@@ -368,10 +372,10 @@ TEST_CASE("dx and parameter gradients from a sums buffer check their arguments",
       dg(2, float(qnan)), db(2, float(qnan));
   std::vector<double> sums = {1, 2, 3, 4, 5};  // a count of 5 < this shard's 6 elements
   const tensor_view<const float> x(xv.data(), s);
-  REQUIRE_THROWS_WITH(bnff::bn_backward_dx_from_sums<float>(x, tensor_view<const float>(dy.data(), s), cvview(v),
-                                                            cvview(v), cvview(v), cvview(sums),
-                                                            tensor_view<float>(dx.data(), s)),
-                      Catch::Contains("count >= this shard's 6"));
+  REQUIRE_THROWS_WITH(
+      bnff::bn_backward_dx_from_sums<float>(x, tensor_view<const float>(dy.data(), s), cvview(v), cvview(v), cvview(v),
+                                            cvview(sums), tensor_view<float>(dx.data(), s)),
+      Catch::Contains("count >= this shard's 6"));
   for (float f : dx) CHECK(std::isnan(f));
   sums.pop_back();
   REQUIRE_THROWS_WITH(bnff::bn_backward_params_from_sums<float>(cvview(sums), cvview(v), vview(dg), vview(db)),

@@ -66,7 +66,8 @@ class thread_communicator : public communicator {
   void gather(std::vector<std::vector<T>>& slots, const T* in, std::size_t n, T* out) {
     slots[std::size_t(rank_)].assign(in, in + n);
     g_.barrier();
-    for (int r = 0; r < g_.size; ++r) std::copy(slots[std::size_t(r)].begin(), slots[std::size_t(r)].end(), out + r * n);
+    for (int r = 0; r < g_.size; ++r)
+      std::copy(slots[std::size_t(r)].begin(), slots[std::size_t(r)].end(), out + r * n);
     g_.barrier();
   }
   template <class T>
@@ -182,11 +183,9 @@ TEST_CASE("data-parallel: 2 ranks with synchronized BN take the steps of one pro
 }
 
 TEST_CASE("data-parallel: ranks with different configurations are named", "[trainer][distributed]") {
-  CHECK_THROWS_WITH(run_ranks(3,
-                              [&](communicator& comm) {
-                                check_same_config(comm, comm.rank() == 2 ? "batch=8" : "batch=16");
-                              }),
-                    Catch::Contains("rank(s) 2 differ from rank 0"));
+  CHECK_THROWS_WITH(
+      run_ranks(3, [&](communicator& comm) { check_same_config(comm, comm.rank() == 2 ? "batch=8" : "batch=16"); }),
+      Catch::Contains("rank(s) 2 differ from rank 0"));
   run_ranks(3, [&](communicator& comm) { check_same_config(comm, "batch=16"); });  // equal: no throw
 }
 
@@ -194,7 +193,8 @@ TEST_CASE("data-parallel: gradients are averaged over the ranks", "[trainer][dis
   std::vector<std::vector<float>> after(2);
   run_ranks(2, [&](communicator& comm) {
     parameter p("w", 3, true);
-    for (int i = 0; i < 3; ++i) p.grad[std::size_t(i)] = float((comm.rank() + 1) * (i + 1));  // rank 0: 1 2 3, rank 1: 2 4 6
+    for (int i = 0; i < 3; ++i)
+      p.grad[std::size_t(i)] = float((comm.rank() + 1) * (i + 1));  // rank 0: 1 2 3, rank 1: 2 4 6
     gradient_averager avg(comm, {&p});
     avg.average();
     after[std::size_t(comm.rank())] = p.grad;

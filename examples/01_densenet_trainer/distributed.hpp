@@ -60,14 +60,15 @@ class communicator_bn_sync : public bn_synchronizer {
   void merge_moments(bnff::vector_view<bnff::moments> stats) override {
     const bnff::index_t n = bnff::moments_buffer_size(stats.size());
     if (std::size_t(n) > local_.size())
-      throw std::logic_error("communicator_bn_sync: " + std::to_string(stats.size()) +
-                             " channels, more than reserved");
+      throw std::logic_error("communicator_bn_sync: " + std::to_string(stats.size()) + " channels, more than reserved");
     bnff::export_moments(stats, {local_.data(), n});
     comm_.all_gather(local_.data(), std::size_t(n), gathered_.data());
     bnff::merge_moments_buffers({gathered_.data(), n * comm_.size()}, comm_.size(), stats);
   }
 
-  void sum_backward(bnff::vector_view<double> sums) override { comm_.all_reduce_sum(sums.data(), std::size_t(sums.size())); }
+  void sum_backward(bnff::vector_view<double> sums) override {
+    comm_.all_reduce_sum(sums.data(), std::size_t(sums.size()));
+  }
 
  private:
   communicator& comm_;
@@ -121,9 +122,9 @@ inline void check_same_config(communicator& comm, const std::string& config) {
   for (int r = 1; r < comm.size(); ++r)
     if (all[std::size_t(r)] != all[0]) differ += (differ.empty() ? "" : ", ") + std::to_string(r);
   if (!differ.empty())
-    throw std::runtime_error("the ranks were started with different configurations (rank(s) " + differ +
-                             " differ from rank 0); every rank needs the same options except --threads. This rank's: " +
-                             config);
+    throw std::runtime_error(
+        "the ranks were started with different configurations (rank(s) " + differ +
+        " differ from rank 0); every rank needs the same options except --threads. This rank's: " + config);
 }
 
 }  // namespace trainer

@@ -80,9 +80,7 @@ class engine_scratch {
     return {backward_partials_.data(), index_t(backward_partials_.size())};
   }
   // A BN's backward sums buffer for synchronized BN (bnff/stats/partials_buffer.hpp layout).
-  vector_view<double> backward_sums(index_t channels) {
-    return {sums_.data(), bnff::bn_backward_sums_size(channels)};
-  }
+  vector_view<double> backward_sums(index_t channels) { return {sums_.data(), bnff::bn_backward_sums_size(channels)}; }
   // A packed gradient tensor of the given shape over the scratch.
   tensor_view<float> gradient(bnff::shape4 s) { return {gradient_.data(), s}; }
 

@@ -133,16 +133,16 @@ class fused_engine : public conv_bn_engine {
         const tensor_view<float> dy = in_place ? u.dx : scratch_.gradient(u.x.shape());
         bnff::with_grad_mode(accumulate, [&](auto mode) {
           if (sync_)
-            bnff::bn_relu_conv2d_backward<float>(
-                pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift), u.conv.weight, u.dy,
-                u.conv.d_weight, dy, scratch_.backward_partials(), u.bn.d_gamma, u.bn.d_beta,
-                u.dx.empty() ? dy : u.dx, mode, scratch_.workspace(), scratch_.backward_sums(u.x.c()),
-                [this](vector_view<double> sums) { sync_->sum_backward(sums); });
+            bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
+                                                 u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
+                                                 u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
+                                                 scratch_.workspace(), scratch_.backward_sums(u.x.c()),
+                                                 [this](vector_view<double> sums) { sync_->sum_backward(sums); });
           else
             bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
-                                                 u.conv.weight, u.dy, u.conv.d_weight, dy,
-                                                 scratch_.backward_partials(), u.bn.d_gamma, u.bn.d_beta,
-                                                 u.dx.empty() ? dy : u.dx, mode, scratch_.workspace());
+                                                 u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
+                                                 u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
+                                                 scratch_.workspace());
         });
         break;
       }

@@ -52,8 +52,7 @@ data_splits load_data(const trainer::options& o) {
 // trajectory, where it stops, what it resumes from, the BN synchronization).
 std::string rank_config_text(const trainer::options& o) {
   return trainer::run_config_text(o) + " impl=" + trainer::impl_name(o.impl) + " steps=" + std::to_string(o.steps) +
-         " sync_bn=" + (o.sync_bn ? "1" : "0") + " resume=" + o.resume_path +
-         " compare=" + (o.compare ? "1" : "0");
+         " sync_bn=" + (o.sync_bn ? "1" : "0") + " resume=" + o.resume_path + " compare=" + (o.compare ? "1" : "0");
 }
 
 // comm: the data-parallel ranks, or null for a single process.
@@ -62,11 +61,12 @@ int run(const trainer::options& o, trainer::communicator* comm) {
   const bool lead = !comm || comm->rank() == 0;  // prints (and, in train, evaluates and saves)
   if (ranks > 1) {
     trainer::check_same_config(*comm, rank_config_text(o));
-    if (o.compare) throw trainer::usage_error("--compare runs in one process, not under mpirun -np " + std::to_string(ranks));
+    if (o.compare)
+      throw trainer::usage_error("--compare runs in one process, not under mpirun -np " + std::to_string(ranks));
     if (o.batch % ranks != 0 || o.batch / ranks < 2)
-      throw trainer::usage_error("--batch " + std::to_string(o.batch) + " must be a multiple of the " +
-                                 std::to_string(ranks) + " ranks, with at least 2 images per rank (each rank takes --batch / " +
-                                 std::to_string(ranks) + ")");
+      throw trainer::usage_error(
+          "--batch " + std::to_string(o.batch) + " must be a multiple of the " + std::to_string(ranks) +
+          " ranks, with at least 2 images per rank (each rank takes --batch / " + std::to_string(ranks) + ")");
   }
   const bnff::index_t local_batch = o.batch / ranks;
   bnff::set_num_threads(o.threads);

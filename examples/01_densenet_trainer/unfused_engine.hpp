@@ -113,10 +113,9 @@ class unfused_engine : public conv_bn_engine {
           break;
         }
         bnff::with_grad_mode(accumulate, [&](auto mode) {
-          bnff::unfused::bn_relu_conv2d_backward<float>(pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd),
-                                                        cvec(p.scale), u.conv.weight, u.dy, u.conv.d_weight, da,
-                                                        u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, mode,
-                                                        scratch_.workspace());
+          bnff::unfused::bn_relu_conv2d_backward<float>(
+              pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd), cvec(p.scale), u.conv.weight, u.dy,
+              u.conv.d_weight, da, u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, mode, scratch_.workspace());
         });
         break;
       }

@@ -8,12 +8,12 @@
 #include <type_traits>
 
 #include "bnff/config.hpp"
-#include "bnff/simd/fma.hpp"
 #include "bnff/ops/bn_activation.hpp"
 #include "bnff/ops/bn_backward_sums.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_grad_mode.hpp"
 #include "bnff/ops/bn_tasks.hpp"
+#include "bnff/simd/fma.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -75,7 +75,7 @@ struct bn_backward_blocks {
 
 // Elements per block of both sweeps: one flush chunk, so sum_lanes flushes once per block.
 template <class T, class Arch>
-constexpr index_t bn_backward_block = simd::sum_flush_batches * index_t(xsimd::batch<T, Arch>::size);
+constexpr index_t bn_backward_block = simd::sum_flush_batches* index_t(xsimd::batch<T, Arch>::size);
 
 // The two sweeps of batch_norm_backward (arguments already checked). Store is
 // simd::temporal_stores or simd::streaming_stores; the bits are the same.
@@ -140,7 +140,8 @@ void bn_backward_sweeps_synced(const char* where, const tensor_view<const T>& x,
   const bn_backward_blocks<Activation, Arch, T> blocks{x, dz, mean, scale, beta};
   for_each_channel(channels, [&](index_t c) {
     std::array<double, 2> s{0.0, 0.0};
-    for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) { blocks.reduce(c, n, b0, b1, s); });
+    for_each_channel_block(inputs, c, block,
+                           [&](index_t n, index_t b0, index_t b1) { blocks.reduce(c, n, b0, b1, s); });
     sums[2 * c] = s[0];
     sums[2 * c + 1] = s[1];
   });

@@ -122,8 +122,8 @@ void bn_backward_dx_from_sums(tensor_view<const T> x, tensor_view<const T> dy, v
   const bool in_place = dx.data() == dy.data() && dx.strides() == dy.strides();
   check_arg(!overlaps(dx, dy) || (in_place && !GradMode::reads_output), where, "dx",
             "exactly dy (when overwriting) or no overlap with 'dy'", "overlapping memory");
-  detail::bn_backward_dx_from_sums_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(),
-                                                          sums.data(), dx);
+  detail::bn_backward_dx_from_sums_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), sums.data(),
+                                                          dx);
 }
 
 }  // namespace bnff

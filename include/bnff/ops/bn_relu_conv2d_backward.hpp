@@ -93,10 +93,9 @@ template <class T, class Arch, class GradMode>
 void check_bn_relu_conv2d_backward(const char* where, const conv2d_problem& problem, const tensor_view<const T>& x,
                                    vector_view<const T> mean, vector_view<const T> invstd, vector_view<const T> scale,
                                    vector_view<const T> shift, const tensor_view<const T>& w,
-                                   const tensor_view<const T>& dout, const tensor_view<T>& dw,
-                                   const tensor_view<T>& dy, vector_view<bn_backward_partial> partials,
-                                   vector_view<T> dgamma, vector_view<T> dbeta, const tensor_view<T>& dx,
-                                   vector_view<T> workspace) {
+                                   const tensor_view<const T>& dout, const tensor_view<T>& dw, const tensor_view<T>& dy,
+                                   vector_view<bn_backward_partial> partials, vector_view<T> dgamma,
+                                   vector_view<T> dbeta, const tensor_view<T>& dx, vector_view<T> workspace) {
   const index_t need = bn_relu_conv2d_backward_workspace_size<T, Arch>(problem, max_threads());
   check_arg(workspace.size() >= need, where, "workspace",
             detail::concat(">= ", need, " elements (bn_relu_conv2d_backward_workspace_size)"), workspace.size());
@@ -220,8 +219,8 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
   bn_backward_params_from_sums<T>(sums, invstd, dgamma, dbeta);
   sync(sums);
   detail::check_sums_count(where, sums[2 * problem.c], double(problem.n) * double(problem.h) * double(problem.w));
-  detail::bn_backward_dx_from_sums_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(),
-                                                          sums.data(), dx);
+  detail::bn_backward_dx_from_sums_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), sums.data(),
+                                                          dx);
 }
 
 }  // namespace bnff

@@ -74,7 +74,9 @@ void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const
                           ScaleOf scale_of, const T* sum_dy, const T* sum_dy_xhat, const tensor_view<T>& dx) {
   bn_backward_dx_sweep_sums<GradMode, Arch, T>(
       x, dy, mean, invstd, scale_of,
-      [sum_dy, sum_dy_xhat](index_t c) { return std::array<double, 2>{double(sum_dy[c]), double(sum_dy_xhat[c])}; },
+      [sum_dy, sum_dy_xhat](index_t c) {
+        return std::array<double, 2>{double(sum_dy[c]), double(sum_dy_xhat[c])};
+      },
       double(x.n()) * double(x.plane()), dx);
 }
 
