@@ -96,9 +96,15 @@ struct conv2d_backward_weights_plan {
   // mb * nb = 16 vector accumulators and mb + nb = 10 loads per 16 FMAs; only mb of them
   // come from L2, which bounds the kernel when the dY block outgrows L1.
   static constexpr index_t mb = 2, nb = 8;
+  // With a slab the im2col rows are unaligned shifted runs: the block turns around, 8 dY rows
+  // (in L1) against 2 slab rows, so that only 2 of the 10 loads per 16 FMAs split cache lines.
+  static constexpr index_t slab_mb = 8, slab_nb = 2;
   static constexpr index_t kc = 512;  // positions per packed run (a multiple of every width)
   static constexpr index_t max_segments = 4;
-  static_assert(kc % width == 0, "runs are whole batches");
+  static constexpr index_t max_col_block = 128;  // a multiple of nb
+  // Runs read in place from a slab need no packed im2col block in L2: longer runs, fewer reductions.
+  static constexpr index_t slab_kc = 1024;
+  static_assert(kc % width == 0 && slab_kc % width == 0, "runs are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
   index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
@@ -106,24 +112,47 @@ struct conv2d_backward_weights_plan {
   // `chunk` positions (the last shorter): a run may span images, so small planes still
   // give long dot products. Segment s holds runs [seg_begin(s), seg_begin(s + 1)).
   index_t chunk = 0, chunks = 0, segments = 0;
+  // Stride 1, not pointwise: no im2col. Positions are indexed on a grid as wide as the padded
+  // input (u = p * wp + q, as in padded_slab.hpp), so im2col row (c, r, s) over a run of the
+  // grid is the run of channel c's zero-padded input (the slab, built through the prologue)
+  // shifted by r * wp + s, read in place. dY is packed onto the grid with zeros in the
+  // columns q >= Q, so those positions add nothing. Runs then stay inside one image:
+  // run i of image n covers grid positions [i * chunk, min((i + 1) * chunk, grid)).
+  bool slab = false;
+  index_t wp = 0, hp = 0, grid = 0, runs_per_image = 0, slab_plane = 0;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
-    const index_t total = pb.n * plane;
-    chunks = gemm::ceil_div(total, kc);
-    chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
-    chunks = gemm::ceil_div(total, chunk);
+    slab = pb.stride == 1 && !pb.is_pointwise();
+    if (slab) {
+      wp = pb.w + 2 * pb.pad;
+      hp = pb.h + 2 * pb.pad;
+      grid = pb.p() * wp;
+      runs_per_image = gemm::ceil_div(grid, slab_kc);
+      chunk = std::min(slab_kc, gemm::round_up(gemm::ceil_div(grid, runs_per_image), width));
+      runs_per_image = gemm::ceil_div(grid, chunk);
+      chunks = pb.n * runs_per_image;
+      // A row read from grid position u reaches u + (R - 1) * wp + S - 1 plus the rounding of
+      // the run to whole batches: the slab keeps that much past the last grid position.
+      slab_plane = gemm::round_up(
+          std::max(hp * wp, gemm::round_up(grid, width) + (pb.r - 1) * wp + pb.s - 1), width);
+    } else {
+      const index_t total = pb.n * plane;
+      chunks = gemm::ceil_div(total, kc);
+      chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
+      chunks = gemm::ceil_div(total, chunk);
+    }
     segments = std::min(max_segments, chunks);
     // Column blocks of at most 128 im2col rows (one packed block); the dY block of a task,
     // row_block x kc, is what stays in L2 while they sweep it: at most 256 rows (512 KiB).
-    col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, 128)), nb);
+    col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, max_col_block)), nb);
     col_blocks = gemm::ceil_div(cols, col_block);
     // At least 4 tasks (so that 2 or 4 threads share them evenly): rows split further
     // when there are fewer segments than that.
     const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(max_segments, segments));
-    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), mb);
+    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), slab ? slab_mb : mb);
     row_blocks = gemm::ceil_div(rows, row_block);
     tasks = segments * row_blocks;
   }
@@ -131,12 +160,15 @@ struct conv2d_backward_weights_plan {
   constexpr index_t seg_begin(index_t s) const noexcept { return split_range(chunks, segments, s).begin; }
   constexpr index_t seg_end(index_t s) const noexcept { return split_range(chunks, segments, s).end; }
 
-  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * kc); }
-  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
-  // Non-pointwise problems: one input image transformed by the prologue (only the rows a
-  // chunk reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * (slab ? slab_kc : kc)); }
+  // A packed im2col block, or with a slab one row of zeros (the padding rows of a register block).
+  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(slab ? slab_kc : col_block * kc); }
+  // Strided problems: one input image transformed by the prologue (only the rows a chunk
+  // reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  // Stride 1: the slab of every input channel (only the rows a run reads are filled).
   index_t transformed_size() const noexcept {
-    return problem.is_pointwise() ? 0 : gemm::aligned_extent<T>(problem.c * problem.h * problem.w);
+    if (problem.is_pointwise()) return 0;
+    return gemm::aligned_extent<T>(slab ? problem.c * slab_plane : problem.c * problem.h * problem.w);
   }
   // The partial dW of every segment (none with a single segment: tasks then write dW).
   index_t partials_size() const noexcept {
@@ -261,6 +293,35 @@ struct haddp_lanes {
 // an MB x NB block of rows over len positions (a multiple of the width, rows aligned):
 // MB * NB independent FMA chains cover the FMA latency; the accumulators are reduced once
 // per call, a batch of them at a time (haddp: one shuffle tree instead of a horizontal add each).
+// b's rows: b_rows[j] (unaligned: shifted runs of a slab), a's: packed, ld apart.
+template <class T, class Arch, int MB, int NB>
+BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* const* b_rows, index_t ld, index_t len,
+                                  T* sums) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  constexpr int count = MB * NB;
+  static_assert(count % width == 0, "the accumulators reduce in groups of one batch");
+  const T* b[NB];
+#pragma GCC unroll 16
+  for (int j = 0; j < NB; ++j) b[j] = b_rows[j];
+  batch acc[count];
+#pragma GCC unroll 32
+  for (int i = 0; i < count; ++i) acc[i] = batch(T(0));
+  for (index_t k = 0; k < len; k += width) {
+    batch bv[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) bv[j] = batch::load_unaligned(b[j] + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const batch av = batch::load_aligned(a + i * ld + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i * NB + j] = simd::fma(av, bv[j], acc[i * NB + j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
+}
+
 template <class T, class Arch, int MB, int NB>
 BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
                                   T* sums) noexcept {
@@ -296,12 +357,13 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
   constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
-  const index_t per_thread = plan.per_thread_size();
+  const index_t per_thread = plan.per_thread_size(), rs = pb.r * pb.s, q_extent = pb.q();
   constexpr bool transforms = !std::is_same_v<Prologue, identity_prologue>;
   const identity_prologue identity{};
   T* partials = gemm::align_pointer(workspace);
   T* thread_base = workspace + plan.partials_size();
   // slot[i * nb + j]: where dot_block leaves the sum of row pair (i, j).
+  static_assert(mb * nb == plan_t::slab_mb * plan_t::slab_nb, "one table of sum slots");
   index_t slot[mb * nb];
   const haddp_lanes<T, Arch>& lanes = haddp_lanes<T, Arch>::get();
   for (index_t r = 0; r < mb * nb; ++r) slot[r] = r - r % width + lanes.lane[r % width];
@@ -311,6 +373,8 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
     T* bp = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size());
     T* xt = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size() +
                                 plan.packed_b_size());
+    const T* b_rows[plan_t::max_col_block];  // im2col rows of a column block, read in place (slab)
+    if (plan.slab) std::fill(bp, bp + plan_t::slab_kc, T(0));  // the padding rows of register blocks
     for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
       const index_t seg = task / plan.row_blocks, i0 = (task % plan.row_blocks) * plan.row_block;
       const index_t nrows = std::min(plan.row_block, plan.rows - i0), nrows_p = gemm::round_up(nrows, mb);
@@ -318,9 +382,105 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
       T* out = plan.segments > 1 ? partials + seg * plan.rows * plan.cols + i0 * plan.cols : dw + i0 * ldw;
       const index_t ldo = plan.segments > 1 ? plan.cols : ldw;
       for (index_t ch = plan.seg_begin(seg); ch < plan.seg_end(seg); ++ch) {
+        const bool first = ch == plan.seg_begin(seg);
+        // The dot products of the packed dY rows with the packed im2col rows j0 .. j0 + ncols
+        // (padded to whole register blocks), into the task's block of dW.
+        auto sweep = [&](index_t j0, index_t ncols, index_t kcp) {
+          const index_t ncols_p = gemm::round_up(ncols, nb);
+          for (index_t jb = 0; jb < ncols_p; jb += nb) {
+            const index_t cj = std::min(nb, ncols - jb);
+            for (index_t ib = 0; ib < nrows_p; ib += mb) {
+              alignas(64) T sums[mb * nb];
+              dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
+              const index_t ri = std::min(mb, nrows - ib);
+              for (index_t i = 0; i < ri; ++i) {
+                T* c = out + (ib + i) * ldo + j0 + jb;
+                const index_t* si = slot + i * nb;
+                if (first)
+                  for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
+                else
+                  for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
+              }
+            }
+          }
+        };
+        // Zero past the last position and the last row: the register blocks and batches read them.
+        auto zero_a_tail = [&](index_t used, index_t kcp) {
+          for (index_t i = 0; i < nrows_p; ++i)
+            std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
+        };
+        if (plan.slab) {
+          const index_t n = ch / plan.runs_per_image, u0 = (ch % plan.runs_per_image) * plan.chunk;
+          const index_t u1 = std::min(u0 + plan.chunk, plan.grid), used = u1 - u0;
+          const index_t kcp = gemm::round_up(used, width), wp = plan.wp;
+          // dY rows i0.. on the grid: each output row's Q values, then zeros to the grid's width.
+          for (index_t i = 0; i < nrows; ++i) {
+            const T* src = dy.plane_ptr(n, i0 + i);
+            T* dst = ap + i * kcp - u0;
+            for (index_t u = u0; u < u1;) {
+              const index_t p = u / wp, q = u % wp, end = std::min(u1, (p + 1) * wp);
+              const index_t valid = std::min(end - u, std::max<index_t>(0, q_extent - q));
+              fusion::detail::transform_row<Arch>(src + p * q_extent + q, dst + u, valid,
+                                                  [](const auto& v) { return v; });
+              std::fill(dst + u + valid, dst + end, T(0));
+              u = end;
+            }
+          }
+          zero_a_tail(used, kcp);
+          // The slab rows this run reads, every channel: padded rows t_lo .. t_hi.
+          const index_t last = u1 - 1 + (width - 1) + (pb.r - 1) * wp + (pb.s - 1);
+          const index_t t_lo = u0 / wp, t_hi = std::min(plan.hp - 1, last / wp);
+          for (index_t c = 0; c < pb.c; ++c) {
+            T* sc = xt + c * plan.slab_plane;
+            const T* xc = x.plane_ptr(n, c);
+            for (index_t t = t_lo; t <= t_hi; ++t) {
+              T* d = sc + t * wp;
+              const index_t ih = t - pb.pad;
+              if (ih < 0 || ih >= pb.h) {
+                std::fill(d, d + wp, T(0));
+                continue;
+              }
+              std::fill(d, d + pb.pad, T(0));
+              prologue.template transform<Arch>(c, xc + ih * x.strides().h, d + pb.pad, pb.w);
+              std::fill(d + pb.pad + pb.w, d + wp, T(0));
+            }
+            if (t_hi == plan.hp - 1) std::fill(sc + plan.hp * wp, sc + plan.slab_plane, T(0));
+          }
+          constexpr index_t smb = plan_t::slab_mb, snb = plan_t::slab_nb;
+          const index_t nrows_s = gemm::round_up(nrows, smb);
+          for (index_t i = nrows_p; i < nrows_s; ++i) std::fill(ap + i * kcp, ap + (i + 1) * kcp, T(0));
+          for (index_t j0 = 0; j0 < plan.cols; j0 += plan.col_block) {
+            const index_t ncols = std::min(plan.col_block, plan.cols - j0), ncols_p = gemm::round_up(ncols, snb);
+            for (index_t j = 0; j < ncols_p; ++j) {
+              if (j >= ncols) {
+                b_rows[j] = bp;
+                continue;
+              }
+              const index_t kk = j0 + j, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
+              b_rows[j] = xt + c * plan.slab_plane + u0 + r * wp + s;
+            }
+            // 8 dY rows stay in L1 while the slab rows stream past them.
+            for (index_t ib = 0; ib < nrows_s; ib += smb) {
+              const index_t ri = std::min(smb, nrows - ib);
+              for (index_t jb = 0; jb < ncols_p; jb += snb) {
+                alignas(64) T sums[smb * snb];
+                dot_block<T, Arch, int(smb), int(snb)>(ap + ib * kcp, b_rows + jb, kcp, kcp, sums);
+                const index_t cj = std::min(snb, ncols - jb);
+                for (index_t i = 0; i < ri; ++i) {
+                  T* c = out + (ib + i) * ldo + j0 + jb;
+                  const index_t* si = slot + i * snb;
+                  if (first)
+                    for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
+                  else
+                    for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
+                }
+              }
+            }
+          }
+          continue;
+        }
         const index_t g0 = ch * plan.chunk, g1 = std::min(g0 + plan.chunk, pb.n * plan.plane);
         const index_t kcp = gemm::round_up(g1 - g0, width), used = g1 - g0;
-        const bool first = ch == plan.seg_begin(seg);
         // dY rows i0.. over this run: segments of one image each, side by side.
         for (index_t g = g0; g < g1;) {
           const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
@@ -330,8 +490,7 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           }
           g += len;
         }
-        // Zero past the last position and the last row: the register blocks and batches read them.
-        for (index_t i = 0; i < nrows_p; ++i) std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
+        zero_a_tail(used, kcp);
         for (index_t j0 = 0; j0 < plan.cols; j0 += plan.col_block) {
           const index_t ncols = std::min(plan.col_block, plan.cols - j0), ncols_p = gemm::round_up(ncols, nb);
           // im2col rows j0.. (input channels, or (c, r, s) triples, through the prologue) over this run.
@@ -344,9 +503,9 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
             } else if (transforms) {
               // Transform the input rows this segment's taps read (channels of the column block,
               // rows of its output rows' windows) once, then build im2col by copying.
-              const index_t rs = pb.r * pb.s, hw = pb.h * pb.w;
+              const index_t hw = pb.h * pb.w;
               const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
-              const index_t p_lo = pos0 / pb.q(), p_hi = (pos0 + len - 1) / pb.q();
+              const index_t p_lo = pos0 / q_extent, p_hi = (pos0 + len - 1) / q_extent;
               const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
               const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
               for (index_t c = c_lo; c <= c_hi; ++c)
@@ -364,22 +523,7 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           }
           for (index_t j = 0; j < ncols_p; ++j)
             std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
-          for (index_t jb = 0; jb < ncols_p; jb += nb) {
-            const index_t cj = std::min(nb, ncols - jb);
-            for (index_t ib = 0; ib < nrows_p; ib += mb) {
-              alignas(64) T sums[mb * nb];
-              dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
-              const index_t ri = std::min(mb, nrows - ib);
-              for (index_t i = 0; i < ri; ++i) {
-                T* c = out + (ib + i) * ldo + j0 + jb;
-                const index_t* si = slot + i * nb;
-                if (first)
-                  for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
-                else
-                  for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
-              }
-            }
-          }
+          sweep(j0, ncols, kcp);
         }
       }
     }
