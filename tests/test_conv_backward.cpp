@@ -179,6 +179,10 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
   // Many positions (several kc blocks per image) and rows past one 64-row block.
   check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 3, 1, 1}, 0, true);
   check_weight_gradient<float>({1, 300, 5, 5, 9, 1, 1, 0, 1}, 0, false);
+  // Stride 1 reads im2col from a padded slab: several runs per image (a 40 x 39 grid), four
+  // segments of partials, an odd count of dY rows, channel slices padded with NaN.
+  check_weight_gradient<float>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 2, true);
+  check_weight_gradient<double>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 1, false);
 }
 
 TEST_CASE("convolution gradients agree with finite differences in double", "[conv][backward][fd]") {
