@@ -246,11 +246,12 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
       plan.rows, pb.k, [&](index_t i, index_t k) { return w(k, i / rs, (i % rs) / pb.s, i % pb.s); }, ap);
   T* base = workspace + plan.packed_a_size();
   const identity_prologue identity{};
-  parallel_region([&](int thread, int threads) {
+  gemm::task_queue queue(pb.n);  // one task per image, claimed: a slowed thread holds no one up
+  parallel_region([&](int thread, int) {
     T* bp = gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()));
     T* cols =
         gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()) + plan.packed_b_size());
-    for (index_t n = thread; n < pb.n; n += threads) {
+    for (index_t n = queue.claim(); n < pb.n; n = queue.claim()) {
       T* dxn = dx.plane_ptr(n, 0);
       const index_t ldx = dx.strides().c, ldh = dx.strides().h;
       if (!accumulate)
