@@ -82,10 +82,11 @@ struct conv2d_backward_data_plan {
 // How the weight gradient of `problem` is cut. dW[K x CRS] is a matrix of dot products over
 // the N * P * Q positions, cut into `chunks` runs of at most kc positions. The runs form
 // `segments` consecutive groups (a fixed function of the problem); a task owns one segment
-// and one block of rows of dW (output channels) and computes, run by run in order, the
-// dot products of those rows with every column over its segment. Each run's block of dY
-// rows is packed once and swept by every column block of im2col in turn, so dY and x are
-// each read once per row block. With several segments every task writes a partial dW of
+// and one block of rows of dW (output channels), or of columns when there are too few
+// segments to keep 4 tasks, and computes, run by run in order, the dot products of those
+// rows with its columns over its segment. Each run's block of dY rows is packed once and
+// swept by every column block of im2col in turn, so dY and x are each read once per row
+// block (or column group). With several segments every task writes a partial dW of
 // its own, and the partials are added in segment order afterwards: the reduction order
 // depends on the problem alone, never on the thread count.
 template <class T, class Arch = xsimd::default_arch>
@@ -107,7 +108,7 @@ struct conv2d_backward_weights_plan {
   static_assert(kc % width == 0 && slab_kc % width == 0, "runs are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
-  index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
+  index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, col_groups = 1, tasks = 0;
   // The N * P * Q positions, in (image, position) order, cut into `chunks` equal runs of
   // `chunk` positions (the last shorter): a run may span images, so small planes still
   // give long dot products. Segment s holds runs [seg_begin(s), seg_begin(s + 1)).
@@ -125,7 +126,10 @@ struct conv2d_backward_weights_plan {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
-    slab = pb.stride == 1 && !pb.is_pointwise();
+    // Only where an image's grid holds at least one full run: runs never span images on the
+    // grid, and small planes (14 x 14, 7 x 7) would give dot products of a few batches, which
+    // the packed path avoids by running across images.
+    slab = pb.stride == 1 && !pb.is_pointwise() && pb.p() * (pb.w + 2 * pb.pad) >= kc;
     if (slab) {
       wp = pb.w + 2 * pb.pad;
       hp = pb.h + 2 * pb.pad;
@@ -149,12 +153,19 @@ struct conv2d_backward_weights_plan {
     // row_block x kc, is what stays in L2 while they sweep it: at most 256 rows (512 KiB).
     col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, max_col_block)), nb);
     col_blocks = gemm::ceil_div(cols, col_block);
-    // At least 4 tasks (so that 2 or 4 threads share them evenly): rows split further
-    // when there are fewer segments than that.
-    const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(max_segments, segments));
+    // At least 4 tasks (so that 2 or 4 threads share them evenly): with fewer segments than
+    // that, the smaller operand is the one packed twice, split the other way: the column
+    // blocks into groups when im2col has more rows than dY (then each group packs dY again),
+    // else the dY rows (each row block packs im2col again).
+    const index_t extra = gemm::ceil_div(max_segments, segments);
+    index_t rparts = gemm::ceil_div(rows, 256);
+    if (extra > 1 && cols > rows && col_blocks >= extra)
+      col_groups = extra;
+    else
+      rparts = std::max(rparts, extra);
     row_block = gemm::round_up(gemm::ceil_div(rows, rparts), slab ? slab_mb : mb);
     row_blocks = gemm::ceil_div(rows, row_block);
-    tasks = segments * row_blocks;
+    tasks = segments * row_blocks * col_groups;
   }
 
   constexpr index_t seg_begin(index_t s) const noexcept { return split_range(chunks, segments, s).begin; }
@@ -377,7 +388,10 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
     const T* b_rows[plan_t::max_col_block];  // im2col rows of a column block, read in place (slab)
     if (plan.slab) std::fill(bp, bp + plan_t::slab_kc, T(0));  // the padding rows of register blocks
     for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
-      const index_t seg = task / plan.row_blocks, i0 = (task % plan.row_blocks) * plan.row_block;
+      const index_t group = task % plan.col_groups, seg = task / plan.col_groups / plan.row_blocks;
+      const index_t i0 = (task / plan.col_groups % plan.row_blocks) * plan.row_block;
+      const index_range cb = split_range(plan.col_blocks, plan.col_groups, group);  // its column blocks
+      const index_t j_begin = cb.begin * plan.col_block, j_end = std::min(plan.cols, cb.end * plan.col_block);
       const index_t nrows = std::min(plan.row_block, plan.rows - i0), nrows_p = gemm::round_up(nrows, mb);
       // This task's rows of dW, or of its segment's partial dW.
       T* out = plan.segments > 1 ? partials + seg * plan.rows * plan.cols + i0 * plan.cols : dw + i0 * ldw;
@@ -428,10 +442,10 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
             }
           }
           zero_a_tail(used, kcp);
-          // The slab rows this run reads, every channel: padded rows t_lo .. t_hi.
+          // The slab rows this run reads, every channel of the task's columns: padded rows t_lo .. t_hi.
           const index_t last = u1 - 1 + (width - 1) + (pb.r - 1) * wp + (pb.s - 1);
           const index_t t_lo = u0 / wp, t_hi = std::min(plan.hp - 1, last / wp);
-          for (index_t c = 0; c < pb.c; ++c) {
+          for (index_t c = j_begin / rs; c <= (j_end - 1) / rs; ++c) {
             T* sc = xt + c * plan.slab_plane;
             const T* xc = x.plane_ptr(n, c);
             for (index_t t = t_lo; t <= t_hi; ++t) {
@@ -450,8 +464,8 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           constexpr index_t smb = plan_t::slab_mb, snb = plan_t::slab_nb;
           const index_t nrows_s = gemm::round_up(nrows, smb);
           for (index_t i = nrows_p; i < nrows_s; ++i) std::fill(ap + i * kcp, ap + (i + 1) * kcp, T(0));
-          for (index_t j0 = 0; j0 < plan.cols; j0 += plan.col_block) {
-            const index_t ncols = std::min(plan.col_block, plan.cols - j0), ncols_p = gemm::round_up(ncols, snb);
+          for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
+            const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, snb);
             for (index_t j = 0; j < ncols_p; ++j) {
               if (j >= ncols) {
                 b_rows[j] = bp;
@@ -492,8 +506,8 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           g += len;
         }
         zero_a_tail(used, kcp);
-        for (index_t j0 = 0; j0 < plan.cols; j0 += plan.col_block) {
-          const index_t ncols = std::min(plan.col_block, plan.cols - j0), ncols_p = gemm::round_up(ncols, nb);
+        for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
+          const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, nb);
           // im2col rows j0.. (input channels, or (c, r, s) triples, through the prologue) over this run.
           for (index_t g = g0; g < g1;) {
             const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
