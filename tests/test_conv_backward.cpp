@@ -179,6 +179,10 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
   // Many positions (several kc blocks per image) and rows past one 64-row block.
   check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 3, 1, 1}, 0, true);
   check_weight_gradient<float>({1, 300, 5, 5, 9, 1, 1, 0, 1}, 0, false);
+  // Stride 1 reads im2col from a padded slab: several runs per image (a 40 x 39 grid), four
+  // segments of partials, an odd count of dY rows, channel slices padded with NaN.
+  check_weight_gradient<float>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 2, true);
+  check_weight_gradient<double>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 1, false);
 }
 
 TEST_CASE("convolution gradients agree with finite differences in double", "[conv][backward][fd]") {
@@ -222,7 +226,8 @@ TEST_CASE("convolution gradients agree with finite differences in double", "[con
 
 TEST_CASE("convolution gradients do not depend on the thread count", "[conv][backward][threads]") {
   for (const conv2d_problem& pb :
-       {conv2d_problem{3, 70, 9, 10, 20, 3, 3, 1, 1}, conv2d_problem{4, 6, 11, 9, 5, 3, 3, 1, 2},
+       {conv2d_problem{3, 70, 9, 10, 20, 3, 3, 1, 1}, conv2d_problem{3, 6, 24, 23, 10, 3, 3, 1, 1},
+        conv2d_problem{4, 6, 11, 9, 5, 3, 3, 1, 2},
         conv2d_problem{2, 130, 6, 6, 72, 1, 1, 0, 1}}) {
     const auto x = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 51));
     const auto w = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.filter_shape().size()), 52));

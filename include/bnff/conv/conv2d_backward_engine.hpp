@@ -9,7 +9,8 @@
 //     by block, each finished block scatter-added into dX_n (col2im); one task per
 //     image, so the additions run in one fixed order.
 // Weight gradient, dW[K x CRS] = sum_n dY_n[K x PQ] * im2col(prologue(X_n))^T:
-//   tasks own blocks of dW and loop over every image and position in order, so
+//   tasks own a block of rows of dW and a fixed segment of the positions, loop over
+//   it in order and leave a partial dW per segment, added in segment order, so
 //   the reduction over images is deterministic; the input operand is built by
 //   the forward im2col/pointwise packers (with their prologue: padding stays zero
 //   after the transform). Both operands keep positions contiguous, so the product is
@@ -24,9 +25,11 @@
 #include "bnff/config.hpp"
 #include "bnff/conv/conv2d_engine.hpp"
 #include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/fusion/detail/transform_row.hpp"
 #include "bnff/fusion/identity_prologue.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/simd/fma.hpp"
 #include "bnff/stats/stats_partition.hpp"
@@ -77,54 +80,115 @@ struct conv2d_backward_data_plan {
 };
 
 // How the weight gradient of `problem` is cut. dW[K x CRS] is a matrix of dot products over
-// the N * P * Q positions; each task owns a block of it and runs its dot products over every
-// image and position in order (so the reduction never depends on the thread count).
+// the N * P * Q positions, cut into `chunks` runs of at most kc positions. The runs form
+// `segments` consecutive groups (a fixed function of the problem); a task owns one segment
+// and one block of rows of dW (output channels), or of columns when there are too few
+// segments to keep 4 tasks, and computes, run by run in order, the dot products of those
+// rows with its columns over its segment. Each run's block of dY rows is packed once and
+// swept by every column block of im2col in turn, so dY and x are each read once per row
+// block (or column group). With several segments every task writes a partial dW of
+// its own, and the partials are added in segment order afterwards: the reduction order
+// depends on the problem alone, never on the thread count.
 template <class T, class Arch = xsimd::default_arch>
 struct conv2d_backward_weights_plan {
   using batch = xsimd::batch<T, Arch>;
   static constexpr index_t width = index_t(batch::size);
-  static constexpr index_t mb = 4, nb = 4;  // register block: 16 vector accumulators, 8 loads per 16 FMAs
-  static constexpr index_t kc = 1024;       // positions per packed chunk (a multiple of every width)
-  static_assert(kc % width == 0, "chunks are whole batches");
+  // Register block: mb rows of dY (streamed from L2) against nb rows of im2col (kept in L1),
+  // mb * nb = 16 vector accumulators and mb + nb = 10 loads per 16 FMAs; only mb of them
+  // come from L2, which bounds the kernel when the dY block outgrows L1.
+  static constexpr index_t mb = 2, nb = 8;
+  // With a slab the im2col rows are unaligned shifted runs: the block turns around, 8 dY rows
+  // (in L1) against 2 slab rows, so that only 2 of the 10 loads per 16 FMAs split cache lines.
+  static constexpr index_t slab_mb = 8, slab_nb = 2;
+  static constexpr index_t kc = 512;  // positions per packed run (a multiple of every width)
+  static constexpr index_t max_segments = 4;
+  static constexpr index_t max_col_block = 128;  // a multiple of nb
+  // Runs read in place from a slab need no packed im2col block in L2: longer runs, fewer reductions.
+  static constexpr index_t slab_kc = 1024;
+  static_assert(kc % width == 0 && slab_kc % width == 0, "runs are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
-  index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, tasks = 0;
+  index_t row_block = 0, col_block = 0, row_blocks = 0, col_blocks = 0, col_groups = 1, tasks = 0;
   // The N * P * Q positions, in (image, position) order, cut into `chunks` equal runs of
   // `chunk` positions (the last shorter): a run may span images, so small planes still
-  // give long dot products.
-  index_t chunk = 0, chunks = 0;
+  // give long dot products. Segment s holds runs [seg_begin(s), seg_begin(s + 1)).
+  index_t chunk = 0, chunks = 0, segments = 0;
+  // Stride 1, not pointwise: no im2col. Positions are indexed on a grid as wide as the padded
+  // input (u = p * wp + q, as in padded_slab.hpp), so im2col row (c, r, s) over a run of the
+  // grid is the run of channel c's zero-padded input (the slab, built through the prologue)
+  // shifted by r * wp + s, read in place. dY is packed onto the grid with zeros in the
+  // columns q >= Q, so those positions add nothing. Runs then stay inside one image:
+  // run i of image n covers grid positions [i * chunk, min((i + 1) * chunk, grid)).
+  bool slab = false;
+  index_t wp = 0, hp = 0, grid = 0, runs_per_image = 0, slab_plane = 0;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
-    const index_t total = pb.n * plane;
-    chunks = gemm::ceil_div(total, kc);
-    chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
-    chunks = gemm::ceil_div(total, chunk);
-    // Column blocks of at most about 128 input rows (a 128 x kc packed block stays in L2 while
-    // every row of dY sweeps it), their count a multiple of 4 when there are several (tasks
-    // then divide evenly among 2 or 4 threads); rows split further when there are fewer than
-    // 4 column blocks, so that two threads share small problems.
-    const index_t craw = gemm::ceil_div(cols, 128);
-    const index_t cparts = craw > 1 ? std::min(gemm::round_up(craw, 4), std::max<index_t>(1, cols / 16)) : 1;
-    col_block = gemm::round_up(gemm::ceil_div(cols, cparts), nb);
+    // Only where an image's grid holds at least one full run: runs never span images on the
+    // grid, and small planes (14 x 14, 7 x 7) would give dot products of a few batches, which
+    // the packed path avoids by running across images.
+    slab = pb.stride == 1 && !pb.is_pointwise() && pb.p() * (pb.w + 2 * pb.pad) >= kc;
+    if (slab) {
+      wp = pb.w + 2 * pb.pad;
+      hp = pb.h + 2 * pb.pad;
+      grid = pb.p() * wp;
+      runs_per_image = gemm::ceil_div(grid, slab_kc);
+      chunk = std::min(slab_kc, gemm::round_up(gemm::ceil_div(grid, runs_per_image), width));
+      runs_per_image = gemm::ceil_div(grid, chunk);
+      chunks = pb.n * runs_per_image;
+      // A row read from grid position u reaches u + (R - 1) * wp + S - 1 plus the rounding of
+      // the run to whole batches: the slab keeps that much past the last grid position.
+      slab_plane = gemm::round_up(
+          std::max(hp * wp, gemm::round_up(grid, width) + (pb.r - 1) * wp + pb.s - 1), width);
+    } else {
+      const index_t total = pb.n * plane;
+      chunks = gemm::ceil_div(total, kc);
+      chunk = std::min(kc, gemm::round_up(gemm::ceil_div(total, chunks), width));
+      chunks = gemm::ceil_div(total, chunk);
+    }
+    segments = std::min(max_segments, chunks);
+    // Column blocks of at most 128 im2col rows (one packed block); the dY block of a task,
+    // row_block x kc, is what stays in L2 while they sweep it: at most 256 rows (512 KiB).
+    col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, max_col_block)), nb);
     col_blocks = gemm::ceil_div(cols, col_block);
-    const index_t rparts = std::max(gemm::ceil_div(rows, 256), gemm::ceil_div(4, col_blocks));
-    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), mb);
+    // At least 4 tasks (so that 2 or 4 threads share them evenly): with fewer segments than
+    // that, the smaller operand is the one packed twice, split the other way: the column
+    // blocks into groups when im2col has more rows than dY (then each group packs dY again),
+    // else the dY rows (each row block packs im2col again).
+    const index_t extra = gemm::ceil_div(max_segments, segments);
+    index_t rparts = gemm::ceil_div(rows, 256);
+    if (extra > 1 && cols > rows && col_blocks >= extra)
+      col_groups = extra;
+    else
+      rparts = std::max(rparts, extra);
+    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), slab ? slab_mb : mb);
     row_blocks = gemm::ceil_div(rows, row_block);
-    tasks = row_blocks * col_blocks;
+    tasks = segments * row_blocks * col_groups;
   }
 
-  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * kc); }
-  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(col_block * kc); }
-  // Non-pointwise problems: one input image transformed by the prologue (only the rows a
-  // chunk reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  constexpr index_t seg_begin(index_t s) const noexcept { return split_range(chunks, segments, s).begin; }
+  constexpr index_t seg_end(index_t s) const noexcept { return split_range(chunks, segments, s).end; }
+
+  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * (slab ? slab_kc : kc)); }
+  // A packed im2col block, or with a slab one row of zeros (the padding rows of a register block).
+  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(slab ? slab_kc : col_block * kc); }
+  // Strided problems: one input image transformed by the prologue (only the rows a chunk
+  // reads are filled), so that the im2col taps copy it instead of transforming R * S times.
+  // Stride 1: the slab of every input channel (only the rows a run reads are filled).
   index_t transformed_size() const noexcept {
-    return problem.is_pointwise() ? 0 : gemm::aligned_extent<T>(problem.c * problem.h * problem.w);
+    if (problem.is_pointwise()) return 0;
+    return gemm::aligned_extent<T>(slab ? problem.c * slab_plane : problem.c * problem.h * problem.w);
+  }
+  // The partial dW of every segment (none with a single segment: tasks then write dW).
+  index_t partials_size() const noexcept {
+    return segments > 1 ? gemm::aligned_extent<T>(segments * rows * cols) : 0;
   }
   index_t per_thread_size() const noexcept { return packed_a_size() + packed_b_size() + transformed_size(); }
-  index_t workspace_size(int threads) const noexcept { return index_t(threads) * per_thread_size(); }
+  index_t workspace_size(int threads) const noexcept {
+    return partials_size() + index_t(threads) * per_thread_size();
+  }
 };
 
 namespace detail {
@@ -193,11 +257,12 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
       plan.rows, pb.k, [&](index_t i, index_t k) { return w(k, i / rs, (i % rs) / pb.s, i % pb.s); }, ap);
   T* base = workspace + plan.packed_a_size();
   const identity_prologue identity{};
-  parallel_region([&](int thread, int threads) {
+  gemm::task_queue queue(pb.n);  // one task per image, claimed: a slowed thread holds no one up
+  parallel_region([&](int thread, int) {
     T* bp = gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()));
     T* cols =
         gemm::align_pointer(base + index_t(thread) * (plan.packed_b_size() + plan.cols_size()) + plan.packed_b_size());
-    for (index_t n = thread; n < pb.n; n += threads) {
+    for (index_t n = queue.claim(); n < pb.n; n = queue.claim()) {
       T* dxn = dx.plane_ptr(n, 0);
       const index_t ldx = dx.strides().c, ldh = dx.strides().h;
       if (!accumulate)
@@ -215,30 +280,83 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
   });
 }
 
-// out[i * nb + j] = sum_k a[i * ld + k] * b[j * ld + k] for a 4 x 4 block of rows, over len
-// positions (a multiple of the width, rows aligned): 16 independent FMA chains cover the
-// FMA latency; each accumulator is reduced once per call (a few percent of a kc-long call).
+// Where xsimd::haddp leaves each row's sum: lane[i] of its result holds the sum of row[i].
+// Measured once rather than assumed, because the order is not the same on every
+// architecture (xsimd 8.1's AVX-512 float kernel returns rows 0 1 4 5 2 3 6 7 ...).
 template <class T, class Arch>
-BNFF_ALWAYS_INLINE void dot_block_4x4(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
-                                      T* out) noexcept {
+struct haddp_lanes {
+  using batch = xsimd::batch<T, Arch>;
+  static constexpr index_t width = index_t(batch::size);
+  index_t lane[width];
+  haddp_lanes() noexcept {
+    batch rows[width];
+    for (index_t i = 0; i < width; ++i) rows[i] = batch(T(i));
+    alignas(64) T sums[width];
+    xsimd::haddp(rows).store_aligned(sums);
+    for (index_t l = 0; l < width; ++l) lane[index_t(sums[l]) / width] = l;  // small integers: exact
+  }
+  static const haddp_lanes& get() noexcept {
+    static const haddp_lanes lanes;
+    return lanes;
+  }
+};
+
+// sums[g + lanes.lane[r]] (g = r - r % width) = sum_k a[i * ld + k] * b[j * ld + k] for r = i * NB + j,
+// an MB x NB block of rows over len positions (a multiple of the width, rows aligned):
+// MB * NB independent FMA chains cover the FMA latency; the accumulators are reduced once
+// per call, a batch of them at a time (haddp: one shuffle tree instead of a horizontal add each).
+// b's rows: b_rows[j] (unaligned: shifted runs of a slab), a's: packed, ld apart.
+template <class T, class Arch, int MB, int NB>
+BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* const* b_rows, index_t ld, index_t len,
+                                  T* sums) noexcept {
   using batch = xsimd::batch<T, Arch>;
   constexpr index_t width = index_t(batch::size);
-  batch acc[16];
+  constexpr int count = MB * NB;
+  static_assert(count % width == 0, "the accumulators reduce in groups of one batch");
+  const T* b[NB];
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) acc[i] = batch(T(0));
+  for (int j = 0; j < NB; ++j) b[j] = b_rows[j];
+  batch acc[count];
+#pragma GCC unroll 32
+  for (int i = 0; i < count; ++i) acc[i] = batch(T(0));
   for (index_t k = 0; k < len; k += width) {
-    batch av[4], bv[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i) av[i] = batch::load_aligned(a + i * ld + k);
-#pragma GCC unroll 4
-    for (int j = 0; j < 4; ++j) bv[j] = batch::load_aligned(b + j * ld + k);
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; ++i)
-#pragma GCC unroll 4
-      for (int j = 0; j < 4; ++j) acc[i * 4 + j] = simd::fma(av[i], bv[j], acc[i * 4 + j]);
+    batch bv[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) bv[j] = batch::load_unaligned(b[j] + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const batch av = batch::load_aligned(a + i * ld + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i * NB + j] = simd::fma(av, bv[j], acc[i * NB + j]);
+    }
   }
 #pragma GCC unroll 16
-  for (int i = 0; i < 16; ++i) out[i] = xsimd::hadd(acc[i]);
+  for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
+}
+
+template <class T, class Arch, int MB, int NB>
+BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
+                                  T* sums) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  constexpr int count = MB * NB;
+  static_assert(count % width == 0, "the accumulators reduce in groups of one batch");
+  batch acc[count];
+#pragma GCC unroll 32
+  for (int i = 0; i < count; ++i) acc[i] = batch(T(0));
+  for (index_t k = 0; k < len; k += width) {
+    batch bv[NB];
+#pragma GCC unroll 16
+    for (int j = 0; j < NB; ++j) bv[j] = batch::load_aligned(b + j * ld + k);
+#pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      const batch av = batch::load_aligned(a + i * ld + k);
+#pragma GCC unroll 16
+      for (int j = 0; j < NB; ++j) acc[i * NB + j] = simd::fma(av, bv[j], acc[i * NB + j]);
+    }
+  }
+#pragma GCC unroll 16
+  for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
 }
 
 // Weight-gradient engine; arguments assumed valid. dw: K x CRS row-major with row stride ldw.
@@ -251,74 +369,192 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
   constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
-  const index_t per_thread = plan.per_thread_size();
+  const index_t per_thread = plan.per_thread_size(), rs = pb.r * pb.s, q_extent = pb.q();
   constexpr bool transforms = !std::is_same_v<Prologue, identity_prologue>;
   const identity_prologue identity{};
-  parallel_region([&](int thread, int threads) {
-    T* ap = gemm::align_pointer(workspace + index_t(thread) * per_thread);
-    T* bp = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size());
-    T* xt = gemm::align_pointer(workspace + index_t(thread) * per_thread + plan.packed_a_size() + plan.packed_b_size());
-    for (index_t task = thread; task < plan.tasks; task += threads) {
-      const index_t i0 = (task / plan.col_blocks) * plan.row_block, j0 = (task % plan.col_blocks) * plan.col_block;
-      const index_t nrows = std::min(plan.row_block, plan.rows - i0), ncols = std::min(plan.col_block, plan.cols - j0);
-      const index_t nrows_p = gemm::round_up(nrows, mb), ncols_p = gemm::round_up(ncols, nb);
-      for (index_t ch = 0; ch < plan.chunks; ++ch) {
+  T* partials = gemm::align_pointer(workspace);
+  T* thread_base = workspace + plan.partials_size();
+  // slot[i * nb + j]: where dot_block leaves the sum of row pair (i, j).
+  static_assert(mb * nb == plan_t::slab_mb * plan_t::slab_nb, "one table of sum slots");
+  index_t slot[mb * nb];
+  const haddp_lanes<T, Arch>& lanes = haddp_lanes<T, Arch>::get();
+  for (index_t r = 0; r < mb * nb; ++r) slot[r] = r - r % width + lanes.lane[r % width];
+  gemm::task_queue queue(plan.tasks);
+  parallel_region([&](int thread, int) {
+    T* ap = gemm::align_pointer(thread_base + index_t(thread) * per_thread);
+    T* bp = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size());
+    T* xt = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size() +
+                                plan.packed_b_size());
+    const T* b_rows[plan_t::max_col_block];  // im2col rows of a column block, read in place (slab)
+    if (plan.slab) std::fill(bp, bp + plan_t::slab_kc, T(0));  // the padding rows of register blocks
+    for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
+      const index_t group = task % plan.col_groups, seg = task / plan.col_groups / plan.row_blocks;
+      const index_t i0 = (task / plan.col_groups % plan.row_blocks) * plan.row_block;
+      const index_range cb = split_range(plan.col_blocks, plan.col_groups, group);  // its column blocks
+      const index_t j_begin = cb.begin * plan.col_block, j_end = std::min(plan.cols, cb.end * plan.col_block);
+      const index_t nrows = std::min(plan.row_block, plan.rows - i0), nrows_p = gemm::round_up(nrows, mb);
+      // This task's rows of dW, or of its segment's partial dW.
+      T* out = plan.segments > 1 ? partials + seg * plan.rows * plan.cols + i0 * plan.cols : dw + i0 * ldw;
+      const index_t ldo = plan.segments > 1 ? plan.cols : ldw;
+      for (index_t ch = plan.seg_begin(seg); ch < plan.seg_end(seg); ++ch) {
+        const bool first = ch == plan.seg_begin(seg);
+        // The dot products of the packed dY rows with the packed im2col rows j0 .. j0 + ncols
+        // (padded to whole register blocks), into the task's block of dW.
+        auto sweep = [&](index_t j0, index_t ncols, index_t kcp) {
+          const index_t ncols_p = gemm::round_up(ncols, nb);
+          for (index_t jb = 0; jb < ncols_p; jb += nb) {
+            const index_t cj = std::min(nb, ncols - jb);
+            for (index_t ib = 0; ib < nrows_p; ib += mb) {
+              alignas(64) T sums[mb * nb];
+              dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
+              const index_t ri = std::min(mb, nrows - ib);
+              for (index_t i = 0; i < ri; ++i) {
+                T* c = out + (ib + i) * ldo + j0 + jb;
+                const index_t* si = slot + i * nb;
+                if (first)
+                  for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
+                else
+                  for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
+              }
+            }
+          }
+        };
+        // Zero past the last position and the last row: the register blocks and batches read them.
+        auto zero_a_tail = [&](index_t used, index_t kcp) {
+          for (index_t i = 0; i < nrows_p; ++i)
+            std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
+        };
+        if (plan.slab) {
+          const index_t n = ch / plan.runs_per_image, u0 = (ch % plan.runs_per_image) * plan.chunk;
+          const index_t u1 = std::min(u0 + plan.chunk, plan.grid), used = u1 - u0;
+          const index_t kcp = gemm::round_up(used, width), wp = plan.wp;
+          // dY rows i0.. on the grid: each output row's Q values, then zeros to the grid's width.
+          for (index_t i = 0; i < nrows; ++i) {
+            const T* src = dy.plane_ptr(n, i0 + i);
+            T* dst = ap + i * kcp - u0;
+            for (index_t u = u0; u < u1;) {
+              const index_t p = u / wp, q = u % wp, end = std::min(u1, (p + 1) * wp);
+              const index_t valid = std::min(end - u, std::max<index_t>(0, q_extent - q));
+              fusion::detail::transform_row<Arch>(src + p * q_extent + q, dst + u, valid,
+                                                  [](const auto& v) { return v; });
+              std::fill(dst + u + valid, dst + end, T(0));
+              u = end;
+            }
+          }
+          zero_a_tail(used, kcp);
+          // The slab rows this run reads, every channel of the task's columns: padded rows t_lo .. t_hi.
+          const index_t last = u1 - 1 + (width - 1) + (pb.r - 1) * wp + (pb.s - 1);
+          const index_t t_lo = u0 / wp, t_hi = std::min(plan.hp - 1, last / wp);
+          for (index_t c = j_begin / rs; c <= (j_end - 1) / rs; ++c) {
+            T* sc = xt + c * plan.slab_plane;
+            const T* xc = x.plane_ptr(n, c);
+            for (index_t t = t_lo; t <= t_hi; ++t) {
+              T* d = sc + t * wp;
+              const index_t ih = t - pb.pad;
+              if (ih < 0 || ih >= pb.h) {
+                std::fill(d, d + wp, T(0));
+                continue;
+              }
+              std::fill(d, d + pb.pad, T(0));
+              prologue.template transform<Arch>(c, xc + ih * x.strides().h, d + pb.pad, pb.w);
+              std::fill(d + pb.pad + pb.w, d + wp, T(0));
+            }
+            if (t_hi == plan.hp - 1) std::fill(sc + plan.hp * wp, sc + plan.slab_plane, T(0));
+          }
+          constexpr index_t smb = plan_t::slab_mb, snb = plan_t::slab_nb;
+          const index_t nrows_s = gemm::round_up(nrows, smb);
+          for (index_t i = nrows_p; i < nrows_s; ++i) std::fill(ap + i * kcp, ap + (i + 1) * kcp, T(0));
+          for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
+            const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, snb);
+            for (index_t j = 0; j < ncols_p; ++j) {
+              if (j >= ncols) {
+                b_rows[j] = bp;
+                continue;
+              }
+              const index_t kk = j0 + j, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
+              b_rows[j] = xt + c * plan.slab_plane + u0 + r * wp + s;
+            }
+            // 8 dY rows stay in L1 while the slab rows stream past them.
+            for (index_t ib = 0; ib < nrows_s; ib += smb) {
+              const index_t ri = std::min(smb, nrows - ib);
+              for (index_t jb = 0; jb < ncols_p; jb += snb) {
+                alignas(64) T sums[smb * snb];
+                dot_block<T, Arch, int(smb), int(snb)>(ap + ib * kcp, b_rows + jb, kcp, kcp, sums);
+                const index_t cj = std::min(snb, ncols - jb);
+                for (index_t i = 0; i < ri; ++i) {
+                  T* c = out + (ib + i) * ldo + j0 + jb;
+                  const index_t* si = slot + i * snb;
+                  if (first)
+                    for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
+                  else
+                    for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
+                }
+              }
+            }
+          }
+          continue;
+        }
         const index_t g0 = ch * plan.chunk, g1 = std::min(g0 + plan.chunk, pb.n * plan.plane);
-        const index_t kcp = gemm::round_up(g1 - g0, width);
-        // Segments of one image each: rows i0.. of dY_n and im2col rows j0.. (input channels,
-        // or (c, r, s) triples, through the prologue), side by side in the packed rows.
+        const index_t kcp = gemm::round_up(g1 - g0, width), used = g1 - g0;
+        // dY rows i0.. over this run: segments of one image each, side by side.
         for (index_t g = g0; g < g1;) {
           const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
-          const index_t off = g - g0;
           for (index_t i = 0; i < nrows; ++i) {
             const T* src = dy.plane_ptr(n, i0 + i) + pos0;
-            std::copy(src, src + len, ap + i * kcp + off);
-          }
-          if (pointwise) {
-            pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
-            packer.pack(j0, ncols, bp + off, kcp);
-          } else if (transforms) {
-            // Transform the input rows this segment's taps read (channels of the column block,
-            // rows of its output rows' windows) once, then build im2col by copying.
-            const index_t rs = pb.r * pb.s, hw = pb.h * pb.w;
-            const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
-            const index_t p_lo = pos0 / pb.q(), p_hi = (pos0 + len - 1) / pb.q();
-            const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
-            const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
-            for (index_t c = c_lo; c <= c_hi; ++c)
-              for (index_t ih = ih_lo; ih <= ih_hi; ++ih)
-                prologue.template transform<Arch>(c, x.plane_ptr(n, c) + ih * x.strides().h, xt + c * hw + ih * pb.w,
-                                                  pb.w);
-            im2col_packer<T, Arch, identity_prologue> packer{xt, hw, pb.w, pb, pos0, len, identity};
-            packer.pack(j0, ncols, bp + off, kcp);
-          } else {
-            im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
-                                                    prologue};
-            packer.pack(j0, ncols, bp + off, kcp);
+            fusion::detail::transform_row<Arch>(src, ap + i * kcp + (g - g0), len, [](const auto& v) { return v; });
           }
           g += len;
         }
-        // Zero past the last position and the last row: the 4 x 4 blocks and batches read them.
-        const index_t used = g1 - g0;
-        for (index_t i = 0; i < nrows_p; ++i)
-          std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
-        for (index_t j = 0; j < ncols_p; ++j)
-          std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
-        const bool first = ch == 0;
-        for (index_t jb = 0; jb < ncols_p; jb += nb) {
-          for (index_t ib = 0; ib < nrows_p; ib += mb) {
-            alignas(64) T sums[16];
-            dot_block_4x4<T, Arch>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
-            const index_t ri = std::min(mb, nrows - ib), cj = std::min(nb, ncols - jb);
-            for (index_t i = 0; i < ri; ++i) {
-              T* c = dw + (i0 + ib + i) * ldw + j0 + jb;
-              for (index_t j = 0; j < cj; ++j) c[j] = first ? sums[i * nb + j] : c[j] + sums[i * nb + j];
+        zero_a_tail(used, kcp);
+        for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
+          const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, nb);
+          // im2col rows j0.. (input channels, or (c, r, s) triples, through the prologue) over this run.
+          for (index_t g = g0; g < g1;) {
+            const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
+            const index_t off = g - g0;
+            if (pointwise) {
+              pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
+              packer.pack(j0, ncols, bp + off, kcp);
+            } else if (transforms) {
+              // Transform the input rows this segment's taps read (channels of the column block,
+              // rows of its output rows' windows) once, then build im2col by copying.
+              const index_t hw = pb.h * pb.w;
+              const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
+              const index_t p_lo = pos0 / q_extent, p_hi = (pos0 + len - 1) / q_extent;
+              const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
+              const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
+              for (index_t c = c_lo; c <= c_hi; ++c)
+                for (index_t ih = ih_lo; ih <= ih_hi; ++ih)
+                  prologue.template transform<Arch>(c, x.plane_ptr(n, c) + ih * x.strides().h,
+                                                    xt + c * hw + ih * pb.w, pb.w);
+              im2col_packer<T, Arch, identity_prologue> packer{xt, hw, pb.w, pb, pos0, len, identity};
+              packer.pack(j0, ncols, bp + off, kcp);
+            } else {
+              im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
+                                                      prologue};
+              packer.pack(j0, ncols, bp + off, kcp);
             }
+            g += len;
           }
+          for (index_t j = 0; j < ncols_p; ++j)
+            std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
+          sweep(j0, ncols, kcp);
         }
       }
     }
   });
+  if (plan.segments > 1) {
+    // dW = partial 0 + partial 1 + ..., in segment order, one task per output channel.
+    parallel_for(plan.rows, [&](index_t k) {
+      T* d = dw + k * ldw;
+      const T* p = partials + k * plan.cols;
+      std::copy(p, p + plan.cols, d);
+      for (index_t s = 1; s < plan.segments; ++s) {
+        const T* q = p + s * plan.rows * plan.cols;
+        for (index_t j = 0; j < plan.cols; ++j) d[j] += q[j];
+      }
+    });
+  }
 }
 
 }  // namespace detail

@@ -179,12 +179,12 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
       pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
   const bool pointwise = pb.is_pointwise();
   T* b_base = workspace + plan.packed_a_size();
-  gemm::task_queue queue(plan.tasks);
+  gemm::shared_task_queue queue(plan.tasks, max_threads());
   parallel_region([&](int thread, int) {
     T* scratch = b_base + index_t(thread) * plan.thread_scratch_size();
     T* bp = gemm::align_pointer(scratch);
     const T* b_rows[blk::kc];  // B's rows for one depth block, when read in place
-    for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
+    for (index_t task = queue.claim(thread); task < plan.tasks; task = queue.claim(thread)) {
       const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;
       const index_t cols = std::min(plan.tile, plan.plane - col0);
       T* c = y.plane_ptr(n, 0) + col0;

@@ -51,11 +51,15 @@ constexpr index_range split_range(index_t total, index_t parts, index_t i) noexc
 // Run f(task) for every task in [0, tasks), spread over the threads. f must not
 // throw (validate arguments before a parallel region) and must write only
 // task-owned results. Regions do not nest: inside a region this runs serially.
+// Tasks are handed out one at a time to whichever thread is free (results never
+// depend on who runs a task): on a machine shared with other work, a thread that
+// is descheduled for a while then delays only the task it holds, not a fixed half
+// of them.
 template <class F>
 void parallel_for(index_t tasks, F&& f) {
 #if defined(_OPENMP)
   if (tasks > 1 && !omp_in_parallel() && omp_get_max_threads() > 1) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(dynamic, 1)
     for (index_t t = 0; t < tasks; ++t) f(t);
     return;
   }
