@@ -143,7 +143,7 @@ class iteration_runner {
     grad_norm_ = std::sqrt(grad_norm_);
 
     const auto t_sgd = clock_type::now();
-    const trainer::sgd_settings sgd{0.01, 0.9, 1e-4};
+    const trainer::sgd_settings sgd{0.001, 0.9, 1e-4};  // small: the synthetic batch repeats
     for (auto& p : net_.parameters()) trainer::sgd_step(p, sgd.lr, sgd);
     t.sgd = seconds_since(t_sgd);
     return loss.loss;

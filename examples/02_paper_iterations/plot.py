@@ -1,6 +1,8 @@
 #!/usr/bin/python3
 """Stacked bars of one training iteration's time by layer type, forward and backward,
-for each network and variant, from the JSON bnff_paper_iterations --json writes.
+for each network and variant, from the JSON bnff_paper_iterations --json writes; and a
+Markdown table of the speedups and the modelled memory traffic beside the paper's numbers
+(printed to stdout).
 
 usage: /usr/bin/python3 plot.py results.json out.png
 """
@@ -26,13 +28,42 @@ COLORS = {
 }
 
 
+# Jung et al., MLSys 2019: gains over the baseline (DenseNet-121 with BNFF + ICF; ResNet-50 with BNFF).
+PAPER = {
+    ("densenet121", "bnff-icf"): {"fwd": "+47.9%", "bwd": "+15.4%", "overall": "+25.7%", "mem": "about -19%"},
+    ("resnet50", "bnff"): {"fwd": "", "bwd": "", "overall": "+16.1%", "mem": "about -19%"},
+}
+
+
+def table(data):
+    rows = ["| network | variant | forward ms | backward ms | iteration ms | forward | backward | overall "
+            "| modelled memory traffic | paper (forward / backward / overall / memory) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for net in data["networks"]:
+        base = net["variants"][0]
+        base_bytes = base["bytes_fwd"] + base["bytes_bwd"]
+        for v in net["variants"]:
+            b = v["bytes_fwd"] + v["bytes_bwd"]
+            if v is base:
+                gains = ["", "", ""]
+                mem = f"{b / 1e9:.2f} GB"
+            else:
+                gains = [f"{100 * (base[k] / v[k] - 1):+.1f}%" for k in ("fwd_ms", "bwd_ms", "total_ms")]
+                mem = f"{b / 1e9:.2f} GB ({100 * (b / base_bytes - 1):+.1f}%)"
+            p = PAPER.get((net["name"], v["name"]))
+            paper = " / ".join(x or "n/a" for x in (p["fwd"], p["bwd"], p["overall"], p["mem"])) if p else ""
+            rows.append(f"| {net['name']} | {v['name']} | {v['fwd_ms']:.0f} | {v['bwd_ms']:.0f} | {v['total_ms']:.0f} | "
+                        + " | ".join(gains) + f" | {mem} | {paper} |")
+    return "\n".join(rows)
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
     with open(sys.argv[1]) as f:
         data = json.load(f)
     nets = data["networks"]
-    fig, axes = plt.subplots(1, len(nets), figsize=(6.5 * len(nets), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(nets), figsize=(7.5 * len(nets), 5), squeeze=False)
     for ax, net in zip(axes[0], nets):
         labels, x = [], 0.0
         positions = []
@@ -50,25 +81,31 @@ def main():
                     ax.bar(x, val, bottom=bottom, color=COLORS[k], width=0.8, edgecolor="white", linewidth=0.3,
                            label=k)
                     bottom += val
+                alone = net["conv_alone_" + phase + "_ms"]
+                ax.plot([x - 0.4, x + 0.4], [alone, alone], color="black", linestyle="--", linewidth=1,
+                        label="convolutions alone")
                 positions.append(x)
                 labels.append(f"{v['name']}\n{phase}")
                 x += 1.0
-            ax.text(x - 1.5, max(v["fwd_ms"], v["bwd_ms"] + v["sgd_ms"]) * 1.02,
-                    f"{base_total / v['total_ms']:.2f}x", ha="center", va="bottom", fontsize=9)
+            top = max(sum(v["fwd_by_type_ms"].values()), sum(v["bwd_by_type_ms"].values()) + v["sgd_ms"])
+            ax.text(x - 1.5, top * 1.01, f"{base_total / v['total_ms']:.2f}x", ha="center", va="bottom", fontsize=9)
             x += 0.6
         ax.set_xticks(positions)
         ax.set_xticklabels(labels, fontsize=8)
         ax.set_ylabel("median time per iteration (ms)")
         ax.set_title(f"{net['name']}, batch {data['batch']}, {data['image_size']}x{data['image_size']}, "
                      f"{data['threads']} threads")
+        ax.set_ylim(0, ax.get_ylim()[1] * 1.08)
         handles, names = ax.get_legend_handles_labels()
         seen = {}
         for h, n in zip(handles, names):
             seen.setdefault(n, h)
-        ax.legend([seen[n] for n in ORDER if n in seen], [n for n in ORDER if n in seen], fontsize=8, loc="upper right")
+        keys = [n for n in ORDER + ["convolutions alone"] if n in seen]
+        ax.legend([seen[n] for n in keys], keys, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.suptitle("One training iteration by layer type (numbers: overall speedup over unfused)")
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
+    print(table(data))
 
 
 if __name__ == "__main__":
