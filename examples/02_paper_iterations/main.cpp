@@ -2,8 +2,9 @@
 // training iterations (forward, backward, SGD step on a synthetic batch) with the
 // conventional unfused implementation, per-layer BN fission-and-fusion (bnff), and
 // BNFF with inter-composite-layer fusion (bnff-icf, DenseNet only). Variants run
-// round-robin, one iteration each in turn, so load changes hit them alike; the
-// report gives medians over the measured iterations.
+// round-robin, one iteration each in turn (each round starting with the next variant),
+// so load changes hit them alike; the report gives medians over the measured
+// iterations and the fastest iteration of each variant.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -235,7 +236,9 @@ network_result run_network(const options& o, const std::string& name) {
   std::vector<double> cf, cb;
   for (int it = 0; it < o.warmup + o.iters; ++it) {
     const bool measured = it >= o.warmup;
-    for (std::size_t k = 0; k < vs.size(); ++k) {
+    for (std::size_t j = 0; j < vs.size(); ++j) {
+      // Each round starts with the next variant, so no variant always follows the same one.
+      const std::size_t k = (j + std::size_t(it)) % vs.size();
       paper::iteration_times t;
       const double loss = runners[k]->step(t);
       if (it == 0) res.variants[k].first_loss = loss, res.variants[k].first_grad_norm = runners[k]->last_grad_norm();
@@ -359,6 +362,13 @@ int main(int argc, char** argv) {
                 bnff::max_threads(), (long long)o.batch, o.warmup, o.iters);
     std::vector<network_result> all;
     for (const auto& n : o.nets) all.push_back(run_network(o, n));
+    {
+      std::ifstream la("/proc/loadavg");
+      std::string l1, l5, l15;
+      if (la >> l1 >> l5 >> l15)
+        std::printf("\nload average at the end (other work on the machine): %s %s %s\n", l1.c_str(), l5.c_str(),
+                    l15.c_str());
+    }
     for (const auto& r : all) report(r);
     if (!o.json.empty()) write_json(o, all);
     if (o.tolerance > 0) {
