@@ -37,13 +37,16 @@ PAPER = {
 
 def table(data):
     rows = ["| network | variant | forward ms | backward ms | iteration ms | forward | backward | overall "
-            "| modelled memory traffic | paper (forward / backward / overall / memory) |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+            "| fastest iteration ms (overall) | modelled memory traffic | paper (forward / backward / overall / memory) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for net in data["networks"]:
         base = net["variants"][0]
         base_bytes = base["bytes_fwd"] + base["bytes_bwd"]
         for v in net["variants"]:
             b = v["bytes_fwd"] + v["bytes_bwd"]
+            best = f"{v['best_total_ms']:.0f}"
+            if v is not base:
+                best += f" ({100 * (base['best_total_ms'] / v['best_total_ms'] - 1):+.1f}%)"
             if v is base:
                 gains = ["", "", ""]
                 mem = f"{b / 1e9:.2f} GB"
@@ -53,7 +56,7 @@ def table(data):
             p = PAPER.get((net["name"], v["name"]))
             paper = " / ".join(x or "n/a" for x in (p["fwd"], p["bwd"], p["overall"], p["mem"])) if p else ""
             rows.append(f"| {net['name']} | {v['name']} | {v['fwd_ms']:.0f} | {v['bwd_ms']:.0f} | {v['total_ms']:.0f} | "
-                        + " | ".join(gains) + f" | {mem} | {paper} |")
+                        + " | ".join(gains) + f" | {best} | {mem} | {paper} |")
     return "\n".join(rows)
 
 
