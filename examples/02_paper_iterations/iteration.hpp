@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include <sys/resource.h>
+
 #include <bnff/ops/conv2d_backward_data.hpp>
 #include <bnff/ops/conv2d_backward_weights.hpp>
 #include <bnff/ops/conv2d_forward.hpp>
@@ -65,8 +67,18 @@ inline double seconds_since(clock_type::time_point t0) {
   return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
+// CPU seconds of the whole process (all threads, user + system): unlike wall time, it
+// does not grow while other processes hold the cores (it still includes cache and
+// memory-bandwidth interference, and any time OpenMP workers spin at a barrier).
+inline double cpu_seconds() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) + 1e-6 * double(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
 struct iteration_times {
   double forward = 0, backward = 0, sgd = 0;  // forward includes the classifier and loss
+  double cpu_forward = 0, cpu_backward = 0, cpu_sgd = 0;
   std::map<std::string, double> fwd_by_type, bwd_by_type;
 };
 
@@ -89,6 +101,7 @@ class iteration_runner {
   double step(iteration_times& t) {
     const auto& units = net_.units();
     auto t_fwd = clock_type::now();
+    const double c0 = cpu_seconds();
     for (const unit& u : units) {
       const auto t0 = clock_type::now();
       switch (u.kind) {
@@ -113,6 +126,8 @@ class iteration_runner {
     const auto loss = trainer::softmax_cross_entropy(fc.n, fc.out, logits_.data(), labels_.data(), d_logits_.data());
     t.fwd_by_type["classifier"] += seconds_since(t_head);
     t.forward = seconds_since(t_fwd);
+    const double c1 = cpu_seconds();
+    t.cpu_forward = c1 - c0;
 
     const auto t_bwd = clock_type::now();
     trainer::fc_backward(fc, net_.features().data.data(), net_.fc_weight().value.data(), d_logits_.data(),
@@ -136,6 +151,8 @@ class iteration_runner {
       t.bwd_by_type[layer_type(*it)] += seconds_since(t0);
     }
     t.backward = seconds_since(t_bwd);
+    const double c2 = cpu_seconds();
+    t.cpu_backward = c2 - c1;
 
     grad_norm_ = 0;
     for (auto& p : net_.parameters())
@@ -146,6 +163,7 @@ class iteration_runner {
     const trainer::sgd_settings sgd{0.001, 0.9, 1e-4};  // small: the synthetic batch repeats
     for (auto& p : net_.parameters()) trainer::sgd_step(p, sgd.lr, sgd);
     t.sgd = seconds_since(t_sgd);
+    t.cpu_sgd = cpu_seconds() - c2;
     return loss.loss;
   }
 

@@ -151,6 +151,11 @@ struct variant_result {
   double total() const {
     return med([](const paper::iteration_times& t) { return t.forward + t.backward + t.sgd; });
   }
+  double cpu_fwd() const { return med([](const paper::iteration_times& t) { return t.cpu_forward; }); }
+  double cpu_bwd() const { return med([](const paper::iteration_times& t) { return t.cpu_backward; }); }
+  double cpu_total() const {
+    return med([](const paper::iteration_times& t) { return t.cpu_forward + t.cpu_backward + t.cpu_sgd; });
+  }
   double fwd_type(const std::string& k) const {
     return med([&](const paper::iteration_times& t) { auto it = t.fwd_by_type.find(k); return it == t.fwd_by_type.end() ? 0.0 : it->second; });
   }
@@ -243,9 +248,9 @@ network_result run_network(const options& o, const std::string& name) {
       const double loss = runners[k]->step(t);
       if (it == 0) res.variants[k].first_loss = loss, res.variants[k].first_grad_norm = runners[k]->last_grad_norm();
       if (measured) res.variants[k].times.push_back(t);
-      std::printf("  iter %d %-9s loss %.6f  fwd %8.1f ms  bwd %8.1f ms  sgd %6.1f ms%s\n", it + 1,
+      std::printf("  iter %d %-9s loss %.6f  fwd %8.1f ms  bwd %8.1f ms  sgd %6.1f ms  (CPU %8.1f ms)%s\n", it + 1,
                   paper::variant_name(vs[k]), loss, 1e3 * t.forward, 1e3 * t.backward, 1e3 * t.sgd,
-                  measured ? "" : "  (warm-up)");
+                  1e3 * (t.cpu_forward + t.cpu_backward + t.cpu_sgd), measured ? "" : "  (warm-up)");
       std::fflush(stdout);
     }
     if (it == 0)
@@ -291,6 +296,11 @@ void report(const network_result& r) {
                 1e3 * (v.fwd() + v.bwd()) - conv, base.fwd() / v.fwd(), base.bwd() / v.bwd(), base.total() / v.total(),
                 v.bytes.forward / 1e9, v.bytes.backward / 1e9, (v.bytes.forward + v.bytes.backward) / 1e9);
   }
+  std::printf("  CPU time (all threads; does not count time other processes hold the cores), medians:\n");
+  for (const auto& v : r.variants)
+    std::printf("    %-9s forward %8.1f  backward %8.1f  iteration %8.1f ms   speedup fwd %.3f bwd %.3f overall %.3f\n",
+                paper::variant_name(v.v), 1e3 * v.cpu_fwd(), 1e3 * v.cpu_bwd(), 1e3 * v.cpu_total(),
+                base.cpu_fwd() / v.cpu_fwd(), base.cpu_bwd() / v.cpu_bwd(), base.cpu_total() / v.cpu_total());
   std::printf("  fastest iteration (least disturbed by other load): ");
   for (const auto& v : r.variants)
     std::printf(" %s fwd %.1f bwd %.1f total %.1f ms (%.3fx);", paper::variant_name(v.v), 1e3 * v.best_fwd(),
@@ -337,7 +347,8 @@ void write_json(const options& o, const std::vector<network_result>& all) {
       f << "       {\"name\": \"" << paper::variant_name(v.v) << "\", \"fwd_ms\": " << 1e3 * v.fwd()
         << ", \"bwd_ms\": " << 1e3 * v.bwd() << ", \"sgd_ms\": " << 1e3 * v.sgd() << ", \"total_ms\": " << 1e3 * v.total()
         << ", \"best_fwd_ms\": " << 1e3 * v.best_fwd() << ", \"best_bwd_ms\": " << 1e3 * v.best_bwd()
-        << ", \"best_total_ms\": " << 1e3 * v.best_total()
+        << ", \"best_total_ms\": " << 1e3 * v.best_total() << ", \"cpu_fwd_ms\": " << 1e3 * v.cpu_fwd()
+        << ", \"cpu_bwd_ms\": " << 1e3 * v.cpu_bwd() << ", \"cpu_total_ms\": " << 1e3 * v.cpu_total()
         << ", \"first_loss\": " << v.first_loss << ", \"first_grad_norm\": " << v.first_grad_norm
         << ", \"bytes_fwd\": " << v.bytes.forward << ", \"bytes_bwd\": " << v.bytes.backward << ",\n        \"fwd_by_type_ms\": {";
       for (std::size_t t = 0; t < r.types.size(); ++t)
