@@ -5,10 +5,13 @@
 //
 // Families: bn_apply_relu (inference-style BN with given statistics + fused
 // ReLU), bn_backward (BN backward through the fused ReLU, mask from the
-// forward's workspace), conv_fwd (every convolution of the selected layers),
+// forward's workspace), conv_fwd, conv_bwd_data and conv_bwd_weights (every
+// convolution of the selected layers), bn_relu_conv_fwd (BN-ReLU with given
+// statistics, then the convolution; no output statistics),
 // cpl_fwd, cpl_bwd, cpl_step (a DenseNet composite layer) and bottleneck_step
 // (a ResNet-50 bottleneck). oneDNN has no statistics-only primitive (its
-// training BN always normalizes too), so `stats` has no oneDNN variant.
+// training BN always normalizes too), so `stats` and `conv_fwd_stats` have no
+// oneDNN variant.
 //
 // Threads: Debian's oneDNN runs on OpenMP (libgomp, the same runtime bnff
 // uses), so bnff::set_num_threads sets its threads too. oneDNN sizes its
@@ -98,6 +101,24 @@ void register_conv(const bench::named_conv& c, od::layout lay) {
     time_it<od::conv_forward>(
         s, "conv_fwd/" + v + "/" + c.name, [&] { return od::conv_forward(p, lay); },
         [](const od::conv_forward& k) { k.run(); }, bench::model::conv_bytes(p), bench::model::conv_flops(p));
+  });
+  bench::add("bn_relu_conv_fwd", v, c.name, [=](benchmark::State& s) {
+    time_it<od::bn_relu_conv_forward>(
+        s, "bn_relu_conv_fwd/" + v + "/" + c.name, [&] { return od::bn_relu_conv_forward(p, lay); },
+        [](const od::bn_relu_conv_forward& k) { k.run(); }, bench::model::conv_bytes(p),
+        bench::model::conv_flops(p));
+  });
+  bench::add("conv_bwd_data", v, c.name, [=](benchmark::State& s) {
+    time_it<od::conv_backward_data>(
+        s, "conv_bwd_data/" + v + "/" + c.name, [&] { return od::conv_backward_data(p, lay); },
+        [](const od::conv_backward_data& k) { k.run(); }, bench::model::conv_bytes(p),
+        bench::model::conv_flops(p));
+  });
+  bench::add("conv_bwd_weights", v, c.name, [=](benchmark::State& s) {
+    time_it<od::conv_backward_weights>(
+        s, "conv_bwd_weights/" + v + "/" + c.name, [&] { return od::conv_backward_weights(p, lay); },
+        [](const od::conv_backward_weights& k) { k.run(); }, bench::model::conv_bytes(p),
+        bench::model::conv_flops(p));
   });
 }
 

@@ -303,6 +303,62 @@ struct conv_forward {
   }
 };
 
+// One convolution's data gradient on random data, with the weight reorder a
+// framework pays every step when the data gradient wants another layout.
+struct conv_backward_data {
+  convolution conv;
+  tensor w, dy, dx;
+  std::string label() const { return conv.impls.size() > 1 ? conv.impls[1] : impl_label({&conv}); }
+  conv_backward_data(const conv2d_problem& p, layout l)
+      : conv(p, l, data_md(p.input_shape(), l), data_md(p.output_shape(), l), true) {
+    w = random_tensor(conv.wei_md(), 41, -0.1f, 0.1f);
+    dy = random_tensor(conv.dst_md(), 42);
+    dx = tensor(conv.src_md());
+  }
+  void run() const {
+    conv.backward_data(dy, w, dx);
+    ctx().strm.wait();
+  }
+};
+
+// One convolution's weight gradient on random data.
+struct conv_backward_weights {
+  convolution conv;
+  tensor x, dy, dw;
+  std::string label() const { return conv.impls.size() > 2 ? conv.impls[2] : impl_label({&conv}); }
+  conv_backward_weights(const conv2d_problem& p, layout l)
+      : conv(p, l, data_md(p.input_shape(), l), data_md(p.output_shape(), l), true) {
+    x = random_tensor(conv.src_md(), 43);
+    dy = random_tensor(conv.dst_md(), 44);
+    dw = tensor(conv.diff_weights_md);
+  }
+  void run() const {
+    conv.backward_weights(x, dy, dw);
+    ctx().strm.wait();
+  }
+};
+
+// BN apply + ReLU with given statistics, then the convolution: oneDNN's
+// primitives for bnff's bn_relu_conv_fwd. The activation is stored between
+// them, as a framework does; oneDNN has no epilogue for the output's
+// statistics, so this variant computes less than bnff's fused one.
+struct bn_relu_conv_forward {
+  convolution conv;
+  bn_apply_relu bn;
+  tensor w, y;
+  std::string label() const { return bn.impl + "|" + impl_label({&conv}) + "|no output statistics"; }
+  bn_relu_conv_forward(const conv2d_problem& p, layout l)
+      : conv(p, l, data_md(p.input_shape(), l), data_md(p.output_shape(), l), false), bn(conv.src_md()) {
+    w = random_tensor(conv.wei_md(), 45, -0.1f, 0.1f);
+    y = tensor(conv.dst_md());
+  }
+  void run() const {
+    bn.run();
+    conv.forward(bn.y, w, y);
+    ctx().strm.wait();
+  }
+};
+
 // DenseNet-BC composite layer: BN1-ReLU-conv1x1 -> BN2-ReLU-conv3x3, with every
 // activation a framework keeps for backward (a1, y1, a2) stored.
 struct composite_layer {

@@ -38,6 +38,8 @@ struct options {
   data_source data;
   long long train_images = 3000, val_images = 1000;  // synthetic data only
   std::string save_path, resume_path;
+  bool print_step_losses = false;
+  bool sync_bn = true;  // data-parallel runs only (mpirun -np P)
 };
 
 namespace detail {
@@ -110,6 +112,7 @@ inline std::string usage(const std::string& program) {
          "  --seed N               seeds weights, data and batch order (default 1)\n"
          "  --threads N            threads, 0 for all available (default 0)\n"
          "  --impl fused|unfused   the implementation to train with (default fused)\n"
+         "  --print-step-losses    print \"step N loss X\" after every step (X: the global batch's mean loss)\n"
          "  --compare              run both implementations from the same weights on the same\n"
          "                         batches; print both losses per step, their largest relative\n"
          "                         difference, the speedup and the activation memory of each\n"
@@ -129,6 +132,13 @@ inline std::string usage(const std::string& program) {
          "  --save PATH            write a checkpoint after every epoch, at the end and on Ctrl-C\n"
          "                         (atomically: an interrupted save keeps the previous file)\n"
          "  --resume PATH          continue a run from a checkpoint (same model and settings)\n"
+         "\n"
+         "Data-parallel (built with MPI; start with mpirun -np P):\n"
+         "  each rank takes --batch / P images of every batch (--batch must divide by P);\n"
+         "  gradients and the loss are averaged over the ranks; rank 0 prints and saves\n"
+         "  --sync-bn              normalize with the statistics of the global batch and use its\n"
+         "                         backward sums: the same steps as one process with --batch (default)\n"
+         "  --no-sync-bn           each rank's BN uses its own shard's statistics\n"
          "\n"
          "  -h, --help             this text\n";
 }
@@ -152,7 +162,7 @@ inline options parse_command_line(int argc, const char* const* argv) {
       o.help = true;
       return o;
     }
-    if (arg == "--compare") {
+    if (arg == "--compare" || arg == "--print-step-losses" || arg == "--sync-bn" || arg == "--no-sync-bn") {
       flags.emplace_back(arg, "");
       continue;
     }
@@ -191,6 +201,10 @@ inline options parse_command_line(int argc, const char* const* argv) {
     if (flag == "--preset") continue;
     if (flag == "--compare")
       o.compare = true;
+    else if (flag == "--print-step-losses")
+      o.print_step_losses = true;
+    else if (flag == "--sync-bn" || flag == "--no-sync-bn")
+      o.sync_bn = flag == "--sync-bn";
     else if (flag == "--blocks")
       o.model.blocks = detail::parse_blocks(value);
     else if (flag == "--growth")

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <bnff/ops/bn_backward_sums.hpp>
 #include <bnff/ops/bn_relu_conv2d_backward.hpp>
 #include <bnff/ops/conv2d_backward_weights.hpp>
 #include <bnff/ops/conv2d_forward_stats.hpp>
@@ -40,7 +41,7 @@ class engine_scratch {
  public:
   void size_for(const densenet& net) {
     threads_ = std::max(1, bnff::max_threads());
-    index_t ws = 0, fwd = 0, bwd = 0, dy = 0;
+    index_t ws = 0, fwd = 0, bwd = 0, dy = 0, channels = 1;
     for (const unit& u : net.units()) {
       if (u.kind == unit_kind::conv || u.kind == unit_kind::bn_relu_conv) {
         const bnff::conv2d_problem& pb = u.conv.problem;
@@ -51,11 +52,17 @@ class engine_scratch {
       }
       if (u.kind == unit_kind::bn_relu_conv || u.kind == unit_kind::bn_relu) dy = std::max(dy, u.x.size());
     }
+    for (const network_buffer& b : net.buffers()) channels = std::max(channels, b.shape.c);
     workspace_.assign(std::size_t(ws), 0.0f);
     forward_partials_.assign(std::size_t(fwd), bnff::moments{});
     backward_partials_.assign(std::size_t(bwd), bnff::bn_backward_partial{});
     gradient_.assign(std::size_t(dy), 0.0f);
+    sums_.assign(std::size_t(bnff::bn_backward_sums_size(channels)), 0.0);
+    channels_ = channels;
   }
+
+  // The most channels of any buffer: what a bn_synchronizer must reserve.
+  index_t max_channels() const noexcept { return channels_; }
 
   // Refuses a step with more threads than the workspace was sized for (the kernels would throw anyway).
   void check_threads(const char* engine) const {
@@ -72,17 +79,22 @@ class engine_scratch {
   vector_view<bnff::bn_backward_partial> backward_partials() {
     return {backward_partials_.data(), index_t(backward_partials_.size())};
   }
+  // A BN's backward sums buffer for synchronized BN (bnff/stats/partials_buffer.hpp layout).
+  vector_view<double> backward_sums(index_t channels) { return {sums_.data(), bnff::bn_backward_sums_size(channels)}; }
   // A packed gradient tensor of the given shape over the scratch.
   tensor_view<float> gradient(bnff::shape4 s) { return {gradient_.data(), s}; }
 
   std::uint64_t bytes() const {
-    return sizeof(float) * (workspace_.size() + gradient_.size()) + sizeof(bnff::moments) * forward_partials_.size() +
+    return sizeof(float) * (workspace_.size() + gradient_.size()) + sizeof(double) * sums_.size() +
+           sizeof(bnff::moments) * forward_partials_.size() +
            sizeof(bnff::bn_backward_partial) * backward_partials_.size();
   }
 
  private:
   int threads_ = 1;
+  index_t channels_ = 1;
   std::vector<float> workspace_, gradient_;
+  std::vector<double> sums_;
   std::vector<bnff::moments> forward_partials_;
   std::vector<bnff::bn_backward_partial> backward_partials_;
 };

@@ -23,6 +23,11 @@
 // prologue, ReLU mask and BN sums in the data gradient's epilogue, one dx sweep that
 // overwrites or accumulates into the concatenation gradient); batch_norm_backward<bn_relu>.
 // Kept from forward to backward besides the network's buffers: per-channel vectors only.
+// Synchronized BN (a bn_synchronizer, data-parallel ranks): each channel's statistics are
+// made global once, where they are produced (the convolution's epilogue or the sweep), so
+// every later reader normalizes with the global batch's; each BN's backward sums are
+// all-reduced between its reductions and its dx sweep (the sync hook of
+// bn_relu_conv2d_backward and batch_norm_backward).
 #pragma once
 
 #include <bnff/ops/batch_norm_apply.hpp>
@@ -72,6 +77,12 @@ class fused_engine : public conv_bn_engine {
     first_unit_ = units.size();
     for (std::size_t i = 0; i < units.size() && first_unit_ == units.size(); ++i)
       if (units[i].kind == unit_kind::conv || has_bn(units[i].kind)) first_unit_ = i;
+    if (sync_)
+      for (const unit& u : units)
+        if (u.kind == unit_kind::bn || u.kind == unit_kind::bn_add_relu)
+          throw std::logic_error("fused engine: unit '" + u.name +
+                                 "' (BN or BN-add-ReLU) does not support synchronized BN yet");
+    if (sync_) sync_->reserve(scratch_.max_channels());
   }
 
   // Per-channel statistics of every activation channel, and each BN's mean, invstd, scale, shift.
@@ -156,22 +167,34 @@ class fused_engine : public conv_bn_engine {
         const bool in_place = !u.dx.empty() && !accumulate;
         const tensor_view<float> dy = in_place ? u.dx : scratch_.gradient(u.x.shape());
         bnff::with_grad_mode(accumulate, [&](auto mode) {
-          bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
-                                               u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
-                                               u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
-                                               scratch_.workspace());
+          if (sync_)
+            bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
+                                                 u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
+                                                 u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
+                                                 scratch_.workspace(), scratch_.backward_sums(u.x.c()),
+                                                 [this](vector_view<double> sums) { sync_->sum_backward(sums); });
+          else
+            bnff::bn_relu_conv2d_backward<float>(pb, u.x, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(p.shift),
+                                                 u.conv.weight, u.dy, u.conv.d_weight, dy, scratch_.backward_partials(),
+                                                 u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? dy : u.dx, mode,
+                                                 scratch_.workspace());
         });
         break;
       }
       case unit_kind::bn_relu: {
         const bn_vectors& p = train_[i];
         if (u.dx.empty()) throw std::logic_error("fused engine: BN-ReLU unit '" + u.name + "' has no input gradient");
-        if (accumulate)
-          bnff::batch_norm_backward<bnff::bn_relu, bnff::grad_accumulate>(
-              u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.beta), u.dx, u.bn.d_gamma, u.bn.d_beta);
-        else
-          bnff::batch_norm_backward<bnff::bn_relu, bnff::grad_overwrite>(
-              u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.beta), u.dx, u.bn.d_gamma, u.bn.d_beta);
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          using mode_t = decltype(mode);
+          if (sync_)
+            bnff::batch_norm_backward<bnff::bn_relu, mode_t>(
+                u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.beta), u.dx, u.bn.d_gamma,
+                u.bn.d_beta, scratch_.backward_sums(u.x.c()),
+                [this](vector_view<double> sums) { sync_->sum_backward(sums); });
+          else
+            bnff::batch_norm_backward<bnff::bn_relu, mode_t>(u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale),
+                                                             cvec(u.bn.beta), u.dx, u.bn.d_gamma, u.bn.d_beta);
+        });
         break;
       }
       case unit_kind::bn: {
@@ -214,6 +237,7 @@ class fused_engine : public conv_bn_engine {
     const bnff::stats_partition part = bnff::conv2d_stats_partition<float>(u.conv.problem);
     bnff::merge_stats_partials(part, vector_view<const bnff::moments>(scratch_.forward_partials().data(), part.size()),
                                channel_stats(u.out));
+    if (sync_) sync_->merge_moments(channel_stats(u.out));
     auto& stamp = stamp_[std::size_t(u.out.buffer)];
     std::fill(stamp.begin() + u.out.first, stamp.begin() + u.out.first + u.out.count, generation_);
   }
@@ -225,6 +249,7 @@ class fused_engine : public conv_bn_engine {
     const buffer_slice& in = u.in;
     if (!reuse_ && !exact_input_[i]) {  // per-layer BNFF: this BN's own statistics sweep
       bnff::batch_norm_stats(u.x, channel_stats(in));
+      if (sync_) sync_->merge_moments(channel_stats(in));
       std::fill(stamp.begin() + in.first, stamp.begin() + in.first + in.count, generation_);
       return channel_stats(in);
     }
@@ -236,6 +261,7 @@ class fused_engine : public conv_bn_engine {
       index_t end = c + 1;
       while (end < in.count && stamp[std::size_t(in.first + end)] != generation_) ++end;
       bnff::batch_norm_stats(u.x.channels(c, end - c), channel_stats({in.buffer, in.first + c, end - c}));
+      if (sync_) sync_->merge_moments(channel_stats({in.buffer, in.first + c, end - c}));
       std::fill(stamp.begin() + in.first + c, stamp.begin() + in.first + end, generation_);
       c = end;
     }

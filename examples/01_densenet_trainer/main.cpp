@@ -16,6 +16,9 @@
 #include "network.hpp"
 #include "progress.hpp"
 #include "trainer.hpp"
+#ifdef BNFF_TRAINER_MPI
+#include "mpi_communicator.hpp"
+#endif
 
 namespace {
 
@@ -45,25 +48,57 @@ data_splits load_data(const trainer::options& o) {
   return d;
 }
 
-int run(const trainer::options& o) {
+// Everything that must be equal on every rank of a data-parallel run (the run's
+// trajectory, where it stops, what it resumes from, the BN synchronization).
+std::string rank_config_text(const trainer::options& o) {
+  return trainer::run_config_text(o) + " impl=" + trainer::impl_name(o.impl) + " steps=" + std::to_string(o.steps) +
+         " sync_bn=" + (o.sync_bn ? "1" : "0") + " resume=" + o.resume_path + " compare=" + (o.compare ? "1" : "0");
+}
+
+// comm: the data-parallel ranks, or null for a single process.
+int run(const trainer::options& o, trainer::communicator* comm) {
+  const int ranks = comm ? comm->size() : 1;
+  const bool lead = !comm || comm->rank() == 0;  // prints (and, in train, evaluates and saves)
+  if (ranks > 1) {
+    trainer::check_same_config(*comm, rank_config_text(o));
+    if (o.compare)
+      throw trainer::usage_error("--compare runs in one process, not under mpirun -np " + std::to_string(ranks));
+    if (o.batch % ranks != 0 || o.batch / ranks < 2)
+      throw trainer::usage_error(
+          "--batch " + std::to_string(o.batch) + " must be a multiple of the " + std::to_string(ranks) +
+          " ranks, with at least 2 images per rank (each rank takes --batch / " + std::to_string(ranks) + ")");
+  }
+  const bnff::index_t local_batch = o.batch / ranks;
   bnff::set_num_threads(o.threads);
-  std::printf("bnff densenet trainer: preset %s, %s, %d thread(s)\n", o.preset.c_str(),
-              o.compare ? "compare fused vs unfused" : trainer::impl_name(o.impl), bnff::max_threads());
+  if (lead)
+    std::printf("bnff densenet trainer: preset %s, %s, %d thread(s)\n", o.preset.c_str(),
+                o.compare ? "compare fused vs unfused" : trainer::impl_name(o.impl), bnff::max_threads());
+  if (lead && ranks > 1)
+    std::printf("data-parallel: %d ranks, global batch %lld (%lld per rank), BN %s\n", ranks, (long long)o.batch,
+                (long long)local_batch,
+                o.sync_bn ? "synchronized (global batch statistics)" : "per rank (--no-sync-bn)");
 
   const data_splits data = load_data(o);
-  std::printf("data: %s, %lld training and %lld validation images of %lldx%lld\n", o.data.describe().c_str(),
-              (long long)data.train.count, (long long)data.val.count, (long long)data.train.height,
-              (long long)data.train.width);
+  if (lead)
+    std::printf("data: %s, %lld training and %lld validation images of %lldx%lld\n", o.data.describe().c_str(),
+                (long long)data.train.count, (long long)data.val.count, (long long)data.train.height,
+                (long long)data.train.width);
   trainer::steps_per_epoch(data.train, o.batch);  // refuses a batch larger than the training set
 
+  std::unique_ptr<trainer::communicator_bn_sync> bn_sync;
+  if (ranks > 1 && o.sync_bn) bn_sync = std::make_unique<trainer::communicator_bn_sync>(*comm);
   const auto make_model = [&](trainer::impl_kind k) {
-    return std::make_unique<trainer::densenet_model>(o.model, o.batch, o.seed, trainer::make_engine(k));
+    std::unique_ptr<trainer::conv_bn_engine> engine = trainer::make_engine(k);
+    engine->set_bn_synchronizer(bn_sync.get());
+    return std::make_unique<trainer::densenet_model>(o.model, local_batch, o.seed, std::move(engine));
   };
   std::unique_ptr<trainer::densenet_model> model = make_model(o.impl);
   const trainer::densenet& net = model->network();
-  std::printf("model: %s\n%s", o.model.canonical().c_str(), net.describe().c_str());
-  std::printf("parameters: %llu; activation buffers shared by both implementations: %s\n",
-              (unsigned long long)net.parameter_count(), trainer::format_bytes(net.activation_bytes()).c_str());
+  if (lead) {
+    std::printf("model: %s\n%s", o.model.canonical().c_str(), net.describe().c_str());
+    std::printf("parameters: %llu; activation buffers shared by both implementations: %s\n",
+                (unsigned long long)net.parameter_count(), trainer::format_bytes(net.activation_bytes()).c_str());
+  }
 
   trainer::run_settings s;
   s.epochs = o.epochs;
@@ -74,8 +109,10 @@ int run(const trainer::options& o) {
   s.save_path = o.save_path;
   s.resume_path = o.resume_path;
   s.stop = &stop_requested;
+  s.print_step_losses = o.print_step_losses;
+  s.comm = ranks > 1 ? comm : nullptr;
   std::signal(SIGINT, on_sigint);
-  trainer::progress_printer progress(stdout);
+  trainer::progress_printer progress(lead ? stdout : nullptr);
 
   if (o.compare) {
     // The fused model is `model`; the unfused one starts from its weights (compare copies them).
@@ -96,7 +133,7 @@ int run(const trainer::options& o) {
   }
 
   const trainer::run_result r = trainer::train(*model, data.train, data.val, s, progress);
-  std::fputs(trainer::format_summary(r.summary).c_str(), stdout);
+  if (lead) std::fputs(trainer::format_summary(r.summary).c_str(), stdout);
   return r.interrupted ? 130 : 0;
 }
 
@@ -104,18 +141,34 @@ int run(const trainer::options& o) {
 
 int main(int argc, char** argv) {
   const std::string program = argc > 0 ? argv[0] : "bnff_densenet_trainer";
+#ifdef BNFF_TRAINER_MPI
+  trainer::mpi_session mpi(argc, argv);
+  trainer::communicator* comm = &mpi;
+  // Under mpirun -np P > 1 any failure ends every rank: the others would wait in a collective forever.
+  const auto fail = [&](int code) {
+    if (mpi.size() > 1) mpi.abort(code);
+    return code;
+  };
+  const std::string who = mpi.size() > 1 ? program + " (rank " + std::to_string(mpi.rank()) + ")" : program;
+  const bool lead = mpi.rank() == 0;
+#else
+  trainer::communicator* comm = nullptr;
+  const auto fail = [](int code) { return code; };
+  const std::string& who = program;
+  const bool lead = true;
+#endif
   try {
     const trainer::options o = trainer::parse_command_line(argc, argv);
     if (o.help) {
-      std::fputs(trainer::usage(program).c_str(), stdout);
+      if (lead) std::fputs(trainer::usage(program).c_str(), stdout);
       return 0;
     }
-    return run(o);
+    return run(o, comm);
   } catch (const trainer::usage_error& e) {
-    std::fprintf(stderr, "%s: error: %s\nrun '%s --help' for usage\n", program.c_str(), e.what(), program.c_str());
-    return 2;
+    std::fprintf(stderr, "%s: error: %s\nrun '%s --help' for usage\n", who.c_str(), e.what(), program.c_str());
+    return fail(2);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "%s: error: %s\n", program.c_str(), e.what());
-    return 1;
+    std::fprintf(stderr, "%s: error: %s\n", who.c_str(), e.what());
+    return fail(1);
   }
 }

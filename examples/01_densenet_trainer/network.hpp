@@ -18,6 +18,7 @@
 #include <bnff/conv/conv2d_problem.hpp>
 #include <bnff/tensor/tensor_view.hpp>
 
+#include "distributed.hpp"
 #include "layers.hpp"
 #include "model_config.hpp"
 #include "parameters.hpp"
@@ -94,8 +95,16 @@ class densenet;
 //   reverse order. It overwrites u.conv.d_weight, u.bn.d_gamma and u.bn.d_beta,
 //   and, when u.dx is not empty, writes or adds dL/dx into u.dx as u.dx_mode says.
 //   It may use anything the engine kept during forward for this unit or earlier ones.
+// - With a bn_synchronizer (data-parallel ranks, each with its shard of the global
+//   batch), every training BN normalizes with the global batch's statistics and its
+//   dx uses the global batch's backward sums; d_gamma and d_beta stay this rank's
+//   share (averaged with the other gradients by the trainer).
 class conv_bn_engine {
  public:
+  // Synchronized BN across ranks (null, the default: this process's batch only). Set before prepare().
+  void set_bn_synchronizer(bn_synchronizer* s) noexcept { sync_ = s; }
+  bn_synchronizer* bn_sync() const noexcept { return sync_; }
+
   virtual ~conv_bn_engine() = default;
   virtual std::string name() const = 0;
   virtual void prepare(const densenet& net) = 0;
@@ -105,6 +114,9 @@ class conv_bn_engine {
   virtual std::uint64_t scratch_bytes() const { return 0; }
   virtual void forward(const unit& u, bool training) = 0;
   virtual void backward(const unit& u) = 0;
+
+ protected:
+  bn_synchronizer* sync_ = nullptr;
 };
 
 // A memory buffer of the network: an activation kept for (or passed to) backward, or a gradient.

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -15,6 +16,7 @@
 
 #include "checkpoint.hpp"
 #include "data.hpp"
+#include "distributed.hpp"
 #include "layers.hpp"
 #include "optimizer.hpp"
 #include "parameters.hpp"
@@ -90,6 +92,11 @@ struct run_settings {
   std::string config;  // the run configuration text a checkpoint must match
   std::string save_path, resume_path;
   const volatile std::sig_atomic_t* stop = nullptr;  // set (e.g. by SIGINT): finish the step, save, return
+  bool print_step_losses = false;                    // one "step N loss X" line per step
+  // Data-parallel ranks (null or one rank: a single process). Each rank's model takes
+  // its shard of every global batch of size() * (model batch) images; gradients and the
+  // loss are averaged over the ranks; rank 0 evaluates, prints and saves.
+  communicator* comm = nullptr;
 };
 
 struct run_result {
@@ -112,10 +119,11 @@ inline std::uint64_t steps_per_epoch(const dataset& train, bnff::index_t batch) 
   return std::uint64_t(train.count / batch);  // the last partial batch of an epoch is dropped
 }
 
-// One SGD step on images order[first .. first + batch): returns the loss.
+// One SGD step on images order[first .. first + batch): returns the loss. With an averager
+// (data-parallel), the gradients are averaged over the ranks before the update.
 inline double train_step(model& m, const dataset& train, const std::vector<bnff::index_t>& order, bnff::index_t first,
                          double lr, const sgd_settings& sgd, std::vector<std::int32_t>& labels,
-                         std::vector<float>& d_logits) {
+                         std::vector<float>& d_logits, gradient_averager* averager = nullptr) {
   const bnff::index_t batch = m.input_shape().n;
   labels.resize(std::size_t(batch));
   d_logits.resize(std::size_t(batch * m.classes()));
@@ -123,6 +131,7 @@ inline double train_step(model& m, const dataset& train, const std::vector<bnff:
   const float* logits = m.forward(true);
   const loss_result r = softmax_cross_entropy<float>(batch, m.classes(), logits, labels.data(), d_logits.data());
   m.backward(d_logits.data());
+  if (averager) averager->average();
   for (parameter* p : m.parameters()) sgd_step(*p, lr, sgd);
   return r.loss;
 }
@@ -134,9 +143,13 @@ inline double train_step(model& m, const dataset& train, const std::vector<bnff:
 inline run_result train(model& m, const dataset& train, const dataset& val, const run_settings& s,
                         progress_printer& progress) {
   using clock = std::chrono::steady_clock;
-  const bnff::index_t batch = m.input_shape().n;
+  const int ranks = s.comm ? s.comm->size() : 1, rank = s.comm ? s.comm->rank() : 0;
+  const bool lead = rank == 0;  // evaluates and saves
+  const bnff::index_t local = m.input_shape().n, batch = local * ranks;
   const std::uint64_t epoch_steps = steps_per_epoch(train, batch);
   const std::uint64_t planned = std::uint64_t(s.epochs) * epoch_steps;
+  std::unique_ptr<gradient_averager> averager;
+  if (ranks > 1) averager = std::make_unique<gradient_averager>(*s.comm, m.parameters());
   const std::uint64_t stop_at = s.max_steps ? std::min(s.max_steps, planned) : planned;
   const cosine_schedule schedule{s.sgd.lr, planned};
 
@@ -150,8 +163,9 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
   }
   result.first_step = step;
   auto save = [&] {
-    if (!s.save_path.empty()) save_checkpoint(s.save_path, s.config, step, s.seed, checkpoint_tensors(m));
+    if (lead && !s.save_path.empty()) save_checkpoint(s.save_path, s.config, step, s.seed, checkpoint_tensors(m));
   };
+  bool stop_all = false;  // data-parallel: every rank stops at the same step
 
   std::vector<bnff::index_t> order;
   std::uint64_t order_epoch = ~std::uint64_t(0);
@@ -161,7 +175,7 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
   std::uint64_t epoch_count = 0;
   const auto start = clock::now();
   while (step < stop_at) {
-    if (s.stop && *s.stop) {
+    if (ranks > 1 ? stop_all : (s.stop && *s.stop)) {
       result.interrupted = true;
       break;
     }
@@ -172,8 +186,14 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
       epoch_loss = 0, epoch_count = 0;
     }
     const auto t0 = clock::now();
-    const double loss =
-        train_step(m, train, order, bnff::index_t(pos) * batch, schedule.at(step), s.sgd, labels, d_logits);
+    double loss = train_step(m, train, order, bnff::index_t(pos) * batch + rank * local, schedule.at(step), s.sgd,
+                             labels, d_logits, averager.get());
+    if (ranks > 1) {  // the global batch's mean loss, and whether any rank was asked to stop
+      double v[2] = {loss, s.stop && *s.stop ? 1.0 : 0.0};
+      s.comm->all_reduce_sum(v, 2);
+      loss = v[0] / ranks;
+      stop_all = v[1] > 0;
+    }
     const double dt = std::chrono::duration<double>(clock::now() - t0).count();
     if (!std::isfinite(loss))
       throw training_error("the training loss is not finite at step " + std::to_string(step + 1) +
@@ -187,8 +207,13 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
     const double per_step = elapsed / double(result.losses.size());
     progress.step({epoch + 1, std::uint64_t(s.epochs), pos + 1, epoch_steps, step, stop_at,
                    epoch_loss / double(epoch_count), double(batch) / per_step, per_step * double(stop_at - step)});
+    if (s.print_step_losses) {
+      char line[64];
+      std::snprintf(line, sizeof line, "step %llu loss %.9g", (unsigned long long)step, loss);
+      progress.message(line);
+    }
     if (step % epoch_steps == 0 || step == stop_at) {
-      last_val = evaluate(m, val);
+      if (lead) last_val = evaluate(m, val);
       progress.epoch_end(last_val);
       save();
     }
@@ -199,7 +224,7 @@ inline run_result train(model& m, const dataset& train, const dataset& val, cons
                      (s.save_path.empty() ? "" : "; saved '" + s.save_path + "'"));
   }
   result.summary.implementation = m.name();
-  result.summary.val_accuracy = last_val >= 0 ? last_val : evaluate(m, val);
+  result.summary.val_accuracy = last_val >= 0 || !lead ? last_val : evaluate(m, val);
   result.summary.steps = step;
   result.summary.median_step_seconds = median(result.step_seconds);
   result.summary.total_seconds = std::chrono::duration<double>(clock::now() - start).count();

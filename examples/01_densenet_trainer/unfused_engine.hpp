@@ -18,6 +18,10 @@
 // (whose ReLU gradient is the skip's gradient); the last two for bn.
 // Kept from forward to backward besides the network's buffers: A for every
 // BN-ReLU-conv (quadratic in a block's depth) and per-channel vectors.
+// Synchronized BN (a bn_synchronizer, data-parallel ranks), as frameworks do it: the
+// mean and variance sweeps give this rank's moments, which are made global before the
+// normalize sweep; in backward, the reduction sweep's sums are all-reduced before the
+// dx sweep (bn_backward_dx_from_sums). Every BN unit synchronizes its own statistics.
 #pragma once
 
 #include <bnff/ops/batch_norm_inference.hpp>
@@ -26,6 +30,8 @@
 #include <bnff/ops/unfused/batch_norm_unfused.hpp>
 #include <bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp>
 #include <bnff/stats/running_stats.hpp>
+
+#include <cmath>
 
 #include "engine_support.hpp"
 
@@ -51,6 +57,13 @@ class unfused_engine : public conv_bn_engine {
       var_[i].assign(std::size_t(u.x.c()), 0.0f);
       if (u.kind == unit_kind::bn_relu_conv) activations_[i].assign(std::size_t(u.x.size()), 0.0f);
     }
+    moments_.assign(std::size_t(scratch_.max_channels()), bnff::moments{});
+    if (sync_)
+      for (const unit& u : units)
+        if (u.kind == unit_kind::bn || u.kind == unit_kind::bn_add_relu)
+          throw std::logic_error("unfused engine: unit '" + u.name +
+                                 "' (BN or BN-add-ReLU) does not support synchronized BN yet");
+    if (sync_) sync_->reserve(scratch_.max_channels());
   }
 
   // The stored activations and each BN's mean, variance, invstd, scale (shift is the inference one).
@@ -109,11 +122,19 @@ class unfused_engine : public conv_bn_engine {
         // The gradient at the activation: in dx itself when dx is overwritten, else in scratch.
         const bool in_place = !u.dx.empty() && !accumulate;
         const tensor_view<float> da = in_place ? u.dx : scratch_.gradient(u.x.shape());
+        if (sync_) {
+          // The same sweeps as unfused::bn_relu_conv2d_backward, the sums all-reduced before dx.
+          const tensor_view<const float> a = activation(i, u);
+          bnff::conv2d_backward_weights<float>(pb, a, u.dy, u.conv.d_weight, {}, scratch_.workspace());
+          bnff::conv2d_backward_data<float>(pb, u.dy, u.conv.weight, da, bnff::grad_overwrite{}, scratch_.workspace());
+          bnff::unfused::relu_backward(a, tensor_view<const float>(da), da);
+          synced_dx(p, u, da, u.dx.empty() ? da : u.dx, accumulate);
+          break;
+        }
         bnff::with_grad_mode(accumulate, [&](auto mode) {
-          bnff::unfused::bn_relu_conv2d_backward<float>(pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd),
-                                                        cvec(p.scale), u.conv.weight, u.dy, u.conv.d_weight, da,
-                                                        u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, mode,
-                                                        scratch_.workspace());
+          bnff::unfused::bn_relu_conv2d_backward<float>(
+              pb, u.x, activation(i, u), cvec(p.mean), cvec(p.invstd), cvec(p.scale), u.conv.weight, u.dy,
+              u.conv.d_weight, da, u.bn.d_gamma, u.bn.d_beta, u.dx.empty() ? da : u.dx, mode, scratch_.workspace());
         });
         break;
       }
@@ -121,6 +142,10 @@ class unfused_engine : public conv_bn_engine {
         if (u.dx.empty()) throw std::logic_error("unfused engine: BN-ReLU unit '" + u.name + "' has no input gradient");
         const tensor_view<float> dy = scratch_.gradient(u.x.shape());
         bnff::unfused::relu_backward(tensor_view<const float>(u.y), u.dy, dy);  // mask from the stored output
+        if (sync_) {
+          synced_dx(p, u, dy, u.dx, accumulate);
+          break;
+        }
         bnff::unfused::batch_norm_backward_reduce(u.x, tensor_view<const float>(dy), cvec(p.mean), cvec(p.invstd),
                                                   u.bn.d_beta, u.bn.d_gamma);  // sum(dy), sum(dy * xhat)
         bnff::with_grad_mode(accumulate, [&](auto mode) {
@@ -193,9 +218,28 @@ class unfused_engine : public conv_bn_engine {
       bnff::batch_norm_apply_affine<bnff::bn_relu>(u.x, out, cvec(p.scale), cvec(p.shift));
       return;
     }
-    bnff::unfused::batch_norm_relu_forward<xsimd::default_arch, float>(
-        u.x, out, out, cvec(u.bn.gamma), cvec(u.bn.beta), u.bn.eps, vec(p.mean), vec(var_[i]), vec(p.invstd));
-    const double m = double(u.x.n()) * double(u.x.plane());
+    double m = double(u.x.n()) * double(u.x.plane());
+    if (sync_) {
+      // This rank's mean and variance sweeps, the moments made global, then normalize and ReLU.
+      const index_t channels = u.x.c();
+      bnff::unfused::batch_norm_mean(u.x, vec(p.mean));
+      bnff::unfused::batch_norm_variance(u.x, cvec(p.mean), vec(var_[i]));
+      const vector_view<bnff::moments> stats(moments_.data(), channels);
+      for (index_t c = 0; c < channels; ++c)
+        stats[c] = {m, double(p.mean[std::size_t(c)]), double(var_[i][std::size_t(c)]) * m};
+      sync_->merge_moments(stats);
+      for (index_t c = 0; c < channels; ++c)
+        p.mean[std::size_t(c)] = float(stats[c].mean), var_[i][std::size_t(c)] = float(stats[c].variance());
+      m = stats[0].count;
+      bnff::unfused::batch_norm_normalize(u.x, out, cvec(p.mean), cvec(var_[i]), cvec(u.bn.gamma), cvec(u.bn.beta),
+                                          u.bn.eps);
+      bnff::unfused::relu(tensor_view<const float>(out), out);
+      for (index_t c = 0; c < channels; ++c)
+        p.invstd[std::size_t(c)] = float(1.0 / std::sqrt(double(var_[i][std::size_t(c)]) + u.bn.eps));
+    } else {
+      bnff::unfused::batch_norm_relu_forward<xsimd::default_arch, float>(
+          u.x, out, out, cvec(u.bn.gamma), cvec(u.bn.beta), u.bn.eps, vec(p.mean), vec(var_[i]), vec(p.invstd));
+    }
     for (index_t c = 0; c < u.x.c(); ++c) {
       p.scale[std::size_t(c)] = float(double(u.bn.gamma[c]) * double(p.invstd[std::size_t(c)]));
       const double mean = p.mean[std::size_t(c)], var = var_[i][std::size_t(c)];
@@ -205,11 +249,30 @@ class unfused_engine : public conv_bn_engine {
     }
   }
 
+  // Synchronized BN backward from dy: this rank's reduction sweep (d_gamma, d_beta: its share),
+  // the sums all-reduced, then dx with the global sums (written or added as `accumulate` says).
+  void synced_dx(const bn_vectors& p, const unit& u, tensor_view<float> dy, tensor_view<float> dx, bool accumulate) {
+    const index_t channels = u.x.c();
+    const tensor_view<const float> cdy = dy;
+    bnff::unfused::batch_norm_backward_reduce(u.x, cdy, cvec(p.mean), cvec(p.invstd), u.bn.d_beta, u.bn.d_gamma);
+    const vector_view<double> sums = scratch_.backward_sums(channels);
+    for (index_t c = 0; c < channels; ++c) {  // sum(dy * xhat) back to sum(dy * (x - mean)), the buffer's layout
+      sums[2 * c] = double(u.bn.d_beta[c]);
+      sums[2 * c + 1] = double(u.bn.d_gamma[c]) / double(p.invstd[std::size_t(c)]);
+    }
+    sums[2 * channels] = double(u.x.n()) * double(u.x.plane());
+    sync_->sum_backward(sums);
+    bnff::with_grad_mode(accumulate, [&](auto mode) {
+      bnff::bn_backward_dx_from_sums<float>(u.x, cdy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), sums, dx, mode);
+    });
+  }
+
   const densenet* net_ = nullptr;
   engine_scratch scratch_;
   std::vector<bn_vectors> params_;               // per unit: mean, invstd, scale (training), shift (inference)
   std::vector<std::vector<float>> var_;          // per unit: the batch variance (biased)
   std::vector<std::vector<float>> activations_;  // per BN-ReLU-conv unit: A = max(0, BN(x)), stored for backward
+  std::vector<bnff::moments> moments_;           // one BN's moments while they are synchronized
 };
 
 }  // namespace trainer

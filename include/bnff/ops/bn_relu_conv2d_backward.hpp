@@ -12,6 +12,7 @@
 #include "bnff/fusion/bn_relu_backward_epilogue.hpp"
 #include "bnff/fusion/scale_shift_relu_prologue.hpp"
 #include "bnff/ops/bn_backward_dx.hpp"
+#include "bnff/ops/bn_backward_sums.hpp"
 #include "bnff/ops/conv2d_backward_data.hpp"
 #include "bnff/ops/conv2d_backward_weights.hpp"
 
@@ -85,22 +86,16 @@ index_t bn_relu_conv2d_backward_workspace_size(const conv2d_problem& problem, in
                   conv2d_backward_weights_workspace_size<T, Arch>(problem, threads));
 }
 
-// The whole backward of out = conv(max(0, BN(x)), w), BN in training mode with the saved
-// statistics of x (mean, invstd; scale = gamma * invstd, shift = beta - mean * scale):
-//   dw       by bn_relu_conv2d_backward_weights (activation recomputed),
-//   dy       by conv2d_backward_data_bn_relu (mask and sums in the epilogue),
-//   dgamma, dbeta by bn_backward_finalize,
-//   dx       by bn_backward_dx (GradMode grad_overwrite, or grad_accumulate into a concatenation gradient).
-// dy: scratch shaped like x (it may be exactly dx when overwriting: dx then replaces dy).
-// partials: bn_relu_conv2d_backward_partition(problem).size() elements.
-template <class T, class Arch = xsimd::default_arch, class GradMode>
-void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T> x, vector_view<const T> mean,
-                             vector_view<const T> invstd, vector_view<const T> scale, vector_view<const T> shift,
-                             tensor_view<const T> w, tensor_view<const T> dout, tensor_view<T> dw, tensor_view<T> dy,
-                             vector_view<bn_backward_partial> partials, vector_view<T> dgamma, vector_view<T> dbeta,
-                             tensor_view<T> dx, GradMode, vector_view<T> workspace) {
-  constexpr const char* where = "bn_relu_conv2d_backward";
-  // Every check of every step first, so that nothing is written on bad input.
+namespace detail {
+
+// Every check of every step of bn_relu_conv2d_backward first, so that nothing is written on bad input.
+template <class T, class Arch, class GradMode>
+void check_bn_relu_conv2d_backward(const char* where, const conv2d_problem& problem, const tensor_view<const T>& x,
+                                   vector_view<const T> mean, vector_view<const T> invstd, vector_view<const T> scale,
+                                   vector_view<const T> shift, const tensor_view<const T>& w,
+                                   const tensor_view<const T>& dout, const tensor_view<T>& dw, const tensor_view<T>& dy,
+                                   vector_view<bn_backward_partial> partials, vector_view<T> dgamma,
+                                   vector_view<T> dbeta, const tensor_view<T>& dx, vector_view<T> workspace) {
   const index_t need = bn_relu_conv2d_backward_workspace_size<T, Arch>(problem, max_threads());
   check_arg(workspace.size() >= need, where, "workspace",
             detail::concat(">= ", need, " elements (bn_relu_conv2d_backward_workspace_size)"), workspace.size());
@@ -139,13 +134,45 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
   detail::check_no_alias(where, "partials", partials, dout, "dout");
   detail::check_no_alias(where, "partials", partials, workspace, "workspace");
   detail::check_no_alias(where, "dgamma", dgamma, dbeta, "dbeta");
+}
 
+// The weight gradient and the data gradient with the BN partials in its epilogue (checked).
+template <class T, class Arch>
+void bn_relu_conv2d_backward_gradients(const conv2d_problem& problem, const tensor_view<const T>& x, const T* mean,
+                                       const T* scale, const T* shift, const tensor_view<const T>& w,
+                                       const tensor_view<const T>& dout, const tensor_view<T>& dw,
+                                       const tensor_view<T>& dy, bn_backward_partial* partials, T* workspace) {
+  const stats_partition part = bn_relu_conv2d_backward_partition<T, Arch>(problem);
   const conv2d_backward_weights_plan<T, Arch> wplan(problem);
-  detail::conv2d_backward_weights_run(wplan, x, dout, dw.data(), wplan.cols,
-                                      scale_shift_relu_prologue<T>{scale.data(), shift.data()}, workspace.data());
+  detail::conv2d_backward_weights_run(wplan, x, dout, dw.data(), wplan.cols, scale_shift_relu_prologue<T>{scale, shift},
+                                      workspace);
   const conv2d_backward_data_plan<T, Arch> dplan(problem, false);
-  const bn_relu_backward_epilogue<T, Arch> epilogue{x, scale.data(), shift.data(), mean.data(), part, partials.data()};
-  detail::conv2d_backward_data_run(dplan, dout, w, dy, false, epilogue, workspace.data());
+  const bn_relu_backward_epilogue<T, Arch> epilogue{x, scale, shift, mean, part, partials};
+  detail::conv2d_backward_data_run(dplan, dout, w, dy, false, epilogue, workspace);
+}
+
+}  // namespace detail
+
+// The whole backward of out = conv(max(0, BN(x)), w), BN in training mode with the saved
+// statistics of x (mean, invstd; scale = gamma * invstd, shift = beta - mean * scale):
+//   dw       by bn_relu_conv2d_backward_weights (activation recomputed),
+//   dy       by conv2d_backward_data_bn_relu (mask and sums in the epilogue),
+//   dgamma, dbeta by bn_backward_finalize,
+//   dx       by bn_backward_dx (GradMode grad_overwrite, or grad_accumulate into a concatenation gradient).
+// dy: scratch shaped like x (it may be exactly dx when overwriting: dx then replaces dy).
+// partials: bn_relu_conv2d_backward_partition(problem).size() elements.
+template <class T, class Arch = xsimd::default_arch, class GradMode>
+void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T> x, vector_view<const T> mean,
+                             vector_view<const T> invstd, vector_view<const T> scale, vector_view<const T> shift,
+                             tensor_view<const T> w, tensor_view<const T> dout, tensor_view<T> dw, tensor_view<T> dy,
+                             vector_view<bn_backward_partial> partials, vector_view<T> dgamma, vector_view<T> dbeta,
+                             tensor_view<T> dx, GradMode, vector_view<T> workspace) {
+  detail::check_bn_relu_conv2d_backward<T, Arch, GradMode>("bn_relu_conv2d_backward", problem, x, mean, invstd, scale,
+                                                           shift, w, dout, dw, dy, partials, dgamma, dbeta, dx,
+                                                           workspace);
+  detail::bn_relu_conv2d_backward_gradients<T, Arch>(problem, x, mean.data(), scale.data(), shift.data(), w, dout, dw,
+                                                     dy, partials.data(), workspace.data());
+  const stats_partition part = bn_relu_conv2d_backward_partition<T, Arch>(problem);
   for (index_t c = 0; c < problem.c; ++c) {
     const bn_backward_partial s = merge_bn_backward_channel(part, partials.data(), c);
     dgamma[c] = T(s.sum_dy_xc * double(invstd[c]));
@@ -153,6 +180,47 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
   }
   detail::bn_backward_dx_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), dgamma.data(),
                                                 dbeta.data(), dx);
+}
+
+// The same backward with a synchronization point between the BN reductions and
+// the dx sweep, for BN synchronized across processes (data-parallel training):
+//   dw, dy and the partials as above; sums = this shard's sums (export_bn_backward_sums,
+//   the layout of stats/partials_buffer.hpp); dgamma, dbeta from them (this rank's share,
+//   bn_backward_params_from_sums); then sync(sums), which must leave in `sums` the sums
+//   over the global batch (e.g. an in-place SUM all-reduce of the 2C + 1 doubles);
+//   then dx by bn_backward_dx_from_sums. mean, invstd, scale, shift must come from the
+//   global batch's statistics. sync may throw (the outputs before it are then written);
+//   a count below this shard's after it is a bnff::error. With a sync that leaves the
+//   sums alone the results are bitwise those of the overload without it.
+template <class T, class Arch = xsimd::default_arch, class GradMode, class SumsSync>
+void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T> x, vector_view<const T> mean,
+                             vector_view<const T> invstd, vector_view<const T> scale, vector_view<const T> shift,
+                             tensor_view<const T> w, tensor_view<const T> dout, tensor_view<T> dw, tensor_view<T> dy,
+                             vector_view<bn_backward_partial> partials, vector_view<T> dgamma, vector_view<T> dbeta,
+                             tensor_view<T> dx, GradMode, vector_view<T> workspace, vector_view<double> sums,
+                             SumsSync&& sync) {
+  constexpr const char* where = "bn_relu_conv2d_backward";
+  detail::check_bn_relu_conv2d_backward<T, Arch, GradMode>(where, problem, x, mean, invstd, scale, shift, w, dout, dw,
+                                                           dy, partials, dgamma, dbeta, dx, workspace);
+  detail::check_sums_buffer(where, sums, problem.c);
+  detail::check_no_alias(where, "sums", sums, x, "x");
+  detail::check_no_alias(where, "sums", sums, dy, "dy");
+  detail::check_no_alias(where, "sums", sums, dx, "dx");
+  detail::check_no_alias(where, "sums", sums, dw, "dw");
+  detail::check_no_alias(where, "sums", sums, workspace, "workspace");
+  detail::check_buffer_disjoint(where, "sums", sums, "partials", partials);
+  detail::check_buffer_disjoint(where, "sums", sums, "dgamma", dgamma);
+  detail::check_buffer_disjoint(where, "sums", sums, "dbeta", dbeta);
+  detail::check_buffer_disjoint(where, "sums", sums, "invstd", invstd);
+  detail::bn_relu_conv2d_backward_gradients<T, Arch>(problem, x, mean.data(), scale.data(), shift.data(), w, dout, dw,
+                                                     dy, partials.data(), workspace.data());
+  const stats_partition part = bn_relu_conv2d_backward_partition<T, Arch>(problem);
+  export_bn_backward_sums(part, partials, sums);
+  bn_backward_params_from_sums<T>(sums, invstd, dgamma, dbeta);
+  sync(sums);
+  detail::check_sums_count(where, sums[2 * problem.c], double(problem.n) * double(problem.h) * double(problem.w));
+  detail::bn_backward_dx_from_sums_run<T, Arch, GradMode>(x, dy, mean.data(), invstd.data(), scale.data(), sums.data(),
+                                                          dx);
 }
 
 }  // namespace bnff

@@ -3,6 +3,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <array>
 #include <type_traits>
 
 #include "bnff/config.hpp"
@@ -37,11 +38,12 @@ void unfused_batch_norm_backward_dx_check(
 // (bn_backward_dx, the fused backward, this pass): per channel, with k = scale_of(c),
 //   dx = k * dy - ((x - mean) * k1 + k0),  k0 = k * sum_dy / m,  k1 = k * invstd * sum_dy_xhat / m.
 // Large outputs are streamed unless GradMode reads dx (accumulating reads it anyway).
-template <class GradMode, class Arch, class T, class ScaleOf>
-void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean, const T* invstd,
-                          ScaleOf scale_of, const T* sum_dy, const T* sum_dy_xhat, const tensor_view<T>& dx) {
+// sums_of(c) gives {sum_dy, sum_dy_xhat} in double; m is the count the sums cover
+// (N * H * W of x, or the global count when the sums were synchronized across processes).
+template <class GradMode, class Arch, class T, class ScaleOf, class SumsOf>
+void bn_backward_dx_sweep_sums(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean,
+                               const T* invstd, ScaleOf scale_of, SumsOf sums_of, double m, const tensor_view<T>& dx) {
   using batch = xsimd::batch<T, Arch>;
-  const double m = double(x.n()) * double(x.plane());
   bnff::detail::with_store_policy<T>(dx.size(), dx.data() == dy.data(), [&](auto store) {
     using Store = std::conditional_t<GradMode::reads_output, simd::temporal_stores, decltype(store)>;
     bnff::detail::for_each_plane(
@@ -51,8 +53,9 @@ void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const
           const T* dyp = dy.plane_ptr(n, c);
           T* dxp = dx.plane_ptr(n, c);
           const double istd = double(invstd[c]), k = scale_of(c);
-          const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * double(sum_dy[c]) / m)),
-                                      k1 = batch(T(k * istd * double(sum_dy_xhat[c]) / m));
+          const auto sums = sums_of(c);
+          const batch vmean(mean[c]), vk = batch(T(k)), k0 = batch(T(k * sums[0] / m)),
+                                      k1 = batch(T(k * istd * sums[1] / m));
           Store::template for_each<T, Arch>(x.plane(), dxp, [&](auto lanes, auto) {
             const batch g = simd::fms(vk, lanes.load(dyp), simd::fma(lanes.load(xp) - vmean, k1, k0));
             if constexpr (GradMode::reads_output)
@@ -63,6 +66,18 @@ void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const
         },
         [] { Store::finish(); });
   });
+}
+
+// The sweep above with T sums of this x's own N * H * W elements.
+template <class GradMode, class Arch, class T, class ScaleOf>
+void bn_backward_dx_sweep(const tensor_view<const T>& x, const tensor_view<const T>& dy, const T* mean, const T* invstd,
+                          ScaleOf scale_of, const T* sum_dy, const T* sum_dy_xhat, const tensor_view<T>& dx) {
+  bn_backward_dx_sweep_sums<GradMode, Arch, T>(
+      x, dy, mean, invstd, scale_of,
+      [sum_dy, sum_dy_xhat](index_t c) {
+        return std::array<double, 2>{double(sum_dy[c]), double(sum_dy_xhat[c])};
+      },
+      double(x.n()) * double(x.plane()), dx);
 }
 
 // The pass's dx (arguments already checked): scale = gamma * invstd, in double.
