@@ -29,7 +29,8 @@ struct add_relu_case {
   slice_tensor<T> x, skip, dy;
   std::vector<T> gamma, beta, mean, invstd, scale, shift;
 
-  add_relu_case(shape4 shape, std::uint64_t seed) : s(shape), x(shape, 1, 1, 1), skip(shape, 0, 2, 3), dy(shape, 2, 0, 0) {
+  add_relu_case(shape4 shape, std::uint64_t seed)
+      : s(shape), x(shape, 1, 1, 1), skip(shape, 0, 2, 3), dy(shape, 2, 0, 0) {
     const auto c = std::size_t(s.c);
     x.fill_random(seed, -2.0, 2.0);
     skip.fill_random(seed + 1, -1.0, 1.0);
@@ -47,8 +48,8 @@ struct add_relu_case {
   std::vector<double> ref_pre() const {
     const auto xs = x.packed();
     const auto st = bnff::ref::batch_stats(s, xs);
-    auto pre = bnff::ref::bn_normalize(s, xs, st.mean, st.var, {gamma.begin(), gamma.end()},
-                                       {beta.begin(), beta.end()}, eps);
+    auto pre =
+        bnff::ref::bn_normalize(s, xs, st.mean, st.var, {gamma.begin(), gamma.end()}, {beta.begin(), beta.end()}, eps);
     const auto k = skip.packed();
     for (std::size_t i = 0; i < pre.size(); ++i) pre[i] += k[i];
     return pre;
@@ -166,16 +167,16 @@ TEST_CASE("bn_add_relu rejects mismatched shapes and overlapping outputs, naming
   const shape4 s{2, 3, 4, 4};
   add_relu_case<float> bc(s, 9);
   slice_tensor<float> y(s, 0, 0, 0), small({2, 3, 4, 3}, 0, 0, 0);
-  CHECK_THROWS_WITH(bnff::bn_add_relu_forward(bc.x.cview(), small.cview(), y.view(), cvview(bc.mean),
-                                              cvview(bc.scale), cvview(bc.beta)),
+  CHECK_THROWS_WITH(bnff::bn_add_relu_forward(bc.x.cview(), small.cview(), y.view(), cvview(bc.mean), cvview(bc.scale),
+                                              cvview(bc.beta)),
                     Contains("bn_add_relu_forward") && Contains("'skip'"));
   CHECK_THROWS_WITH(bnff::bn_add_relu_forward(bc.x.cview(), bc.skip.cview(), bc.skip.view(), cvview(bc.mean),
                                               cvview(bc.scale), cvview(bc.beta)),
                     Contains("'y'"));
   std::vector<float> dg(3), db(3);
   slice_tensor<float> dx(s, 0, 0, 0);
-  CHECK_THROWS_WITH(bnff::bn_add_relu_backward(bc.x.cview(), y.cview(), bc.dy.cview(), cvview(bc.mean),
-                                               cvview(bc.invstd), cvview(bc.scale), bc.dy.view(), dx.view(), vview(dg),
-                                               vview(db)),
-                    Contains("bn_add_relu_backward") && Contains("'d_skip'"));
+  CHECK_THROWS_WITH(
+      bnff::bn_add_relu_backward(bc.x.cview(), y.cview(), bc.dy.cview(), cvview(bc.mean), cvview(bc.invstd),
+                                 cvview(bc.scale), bc.dy.view(), dx.view(), vview(dg), vview(db)),
+      Contains("bn_add_relu_backward") && Contains("'d_skip'"));
 }

@@ -31,11 +31,11 @@
 #pragma once
 
 #include <bnff/ops/batch_norm_apply.hpp>
-#include <bnff/ops/bn_add_relu.hpp>
 #include <bnff/ops/batch_norm_backward.hpp>
 #include <bnff/ops/batch_norm_finalize.hpp>
 #include <bnff/ops/batch_norm_inference.hpp>
 #include <bnff/ops/batch_norm_stats.hpp>
+#include <bnff/ops/bn_add_relu.hpp>
 #include <bnff/ops/bn_relu_conv2d_backward.hpp>
 #include <bnff/ops/bn_relu_conv2d_forward_stats.hpp>
 #include <bnff/ops/conv2d_backward_data.hpp>
@@ -292,7 +292,7 @@ class fused_engine : public conv_bn_engine {
   std::vector<std::vector<std::uint64_t>> stamp_;  // the batch each channel's statistics belong to
   std::uint64_t generation_ = 0;
   std::size_t first_unit_ = 0;
-  bool reuse_ = true;               // statistics of a concatenation channel computed once, reused by every reader
+  bool reuse_ = true;              // statistics of a concatenation channel computed once, reused by every reader
   std::vector<bool> exact_input_;  // per unit: its input is exactly an earlier conv unit's output
 };
 

@@ -52,8 +52,8 @@ struct model_config {
     std::snprintf(comp, sizeof comp, "%.17g", compression);
     return "densenet-bc image=" + std::to_string(image_size) + " in=" + std::to_string(in_channels) +
            " classes=" + std::to_string(classes) + " stem=" + std::to_string(stem()) + " blocks=" + b +
-           " growth=" + std::to_string(growth) + " bottleneck=" + std::to_string(bottleneck()) + " compression=" + comp +
-           (imagenet_stem ? " stem=imagenet" : "");
+           " growth=" + std::to_string(growth) + " bottleneck=" + std::to_string(bottleneck()) +
+           " compression=" + comp + (imagenet_stem ? " stem=imagenet" : "");
   }
 
   // Throws usage_error naming the first field out of range.
@@ -68,7 +68,8 @@ struct model_config {
       fail("--compression must be in (0, 1], got " + std::to_string(compression));
     if (image_size < 1 || image_size > 1024) fail("--image-size must be in 1..1024, got " + std::to_string(image_size));
     // Each transition halves the extent (floor, as 2x2 average pooling with stride 2 does).
-    if (imagenet_stem && image_size < 8) fail("--image-size must be >= 8 with the ImageNet stem, got " + std::to_string(image_size));
+    if (imagenet_stem && image_size < 8)
+      fail("--image-size must be >= 8 with the ImageNet stem, got " + std::to_string(image_size));
     const bnff::index_t last = block_extent() >> (blocks.size() - 1);
     if (last < 1)
       fail("--image-size " + std::to_string(image_size) + " is too small for " + std::to_string(blocks.size()) +
@@ -100,7 +101,7 @@ struct preset {
 
 inline std::vector<preset> presets() {
   model_config small;  // the defaults above: 3 blocks of 4 layers, growth 12, 32x32
-  model_config d121;  // DenseNet-121 (Huang et al.): ImageNet stem, blocks 6-12-24-16, growth 32, 1000 classes
+  model_config d121;   // DenseNet-121 (Huang et al.): ImageNet stem, blocks 6-12-24-16, growth 32, 1000 classes
   d121.image_size = 224;
   d121.stem_channels = 64;
   d121.blocks = {6, 12, 24, 16};

@@ -299,7 +299,7 @@ class densenet {
     const index_t n = batch_;
     index_t h = cfg_.image_size, c = cfg_.stem();
     add_buffer("input", {n, cfg_.in_channels, h, h}, false);  // buffer 0
-    index_t stem_out = -1, stem_dout = -1;  // ImageNet stem: what the max pooling reads
+    index_t stem_out = -1, stem_dout = -1;                    // ImageNet stem: what the max pooling reads
     if (cfg_.imagenet_stem) {
       const bnff::conv2d_problem pb{n, cfg_.in_channels, h, h, c, 7, 7, 3, 2};
       const index_t hc = pb.p();
@@ -330,7 +330,7 @@ class densenet {
       units_.push_back(sb);
       h = cfg_.block_extent();
     }
-    index_t prev_t = -1, prev_dt = -1;                        // the previous transition's output and its gradient
+    index_t prev_t = -1, prev_dt = -1;  // the previous transition's output and its gradient
     std::size_t layer = 0;
     for (std::size_t b = 0; b < cfg_.blocks.size(); ++b) {
       const std::string block = "b" + std::to_string(b + 1);

@@ -238,7 +238,8 @@ struct traffic {
 };
 
 inline void k_mark(std::vector<std::vector<bool>>& known, const unit& u) {
-  for (index_t c = u.out.first; c < u.out.first + u.out.count; ++c) known[std::size_t(u.out.buffer)][std::size_t(c)] = true;
+  for (index_t c = u.out.first; c < u.out.first + u.out.count; ++c)
+    known[std::size_t(u.out.buffer)][std::size_t(c)] = true;
 }
 
 inline traffic memory_model(const densenet& net, variant v) {
@@ -319,11 +320,11 @@ inline traffic memory_model(const densenet& net, variant v) {
         break;
       case unit_kind::bn_add_relu:
         if (fused) {
-          fw = stats_sweep(i) + X + X + Y;   // x, skip -> y
+          fw = stats_sweep(i) + X + X + Y;      // x, skip -> y
           bw = (X + Y + Y + X) + (X + X + dX);  // x, y, dy -> g (= d_skip) with sums; x, g -> dx
         } else {
           fw = X + X + (X + Y) + (Y + X + Y) + (Y + Y);  // mean, var, normalize, add, ReLU
-          bw = (Y + Y + X) + (X + X) + (X + X + dX);      // ReLU backward (-> d_skip), reductions, dx
+          bw = (Y + Y + X) + (X + X) + (X + X + dX);     // ReLU backward (-> d_skip), reductions, dx
         }
         break;
       case unit_kind::max_pool3x3s2:

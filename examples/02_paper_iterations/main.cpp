@@ -90,10 +90,14 @@ options parse(int argc, char** argv) {
     } else if (flag == "--variants") {
       o.variants.clear();
       for (const auto& n : split(v)) {
-        if (n == "unfused") o.variants.push_back(variant::unfused);
-        else if (n == "bnff") o.variants.push_back(variant::bnff);
-        else if (n == "bnff-icf") o.variants.push_back(variant::bnff_icf);
-        else fail("--variants: unknown variant '" + n + "'");
+        if (n == "unfused")
+          o.variants.push_back(variant::unfused);
+        else if (n == "bnff")
+          o.variants.push_back(variant::bnff);
+        else if (n == "bnff-icf")
+          o.variants.push_back(variant::bnff_icf);
+        else
+          fail("--variants: unknown variant '" + n + "'");
       }
       if (o.variants.empty()) fail("--variants needs a variant");
     } else if (flag == "--batch") {
@@ -145,22 +149,38 @@ struct variant_result {
   std::string worst_grad_param;
   std::vector<paper::iteration_times> times;  // measured iterations
   paper::traffic bytes;
-  double fwd() const { return med([](const paper::iteration_times& t) { return t.forward; }); }
-  double bwd() const { return med([](const paper::iteration_times& t) { return t.backward; }); }
-  double sgd() const { return med([](const paper::iteration_times& t) { return t.sgd; }); }
+  double fwd() const {
+    return med([](const paper::iteration_times& t) { return t.forward; });
+  }
+  double bwd() const {
+    return med([](const paper::iteration_times& t) { return t.backward; });
+  }
+  double sgd() const {
+    return med([](const paper::iteration_times& t) { return t.sgd; });
+  }
   double total() const {
     return med([](const paper::iteration_times& t) { return t.forward + t.backward + t.sgd; });
   }
-  double cpu_fwd() const { return med([](const paper::iteration_times& t) { return t.cpu_forward; }); }
-  double cpu_bwd() const { return med([](const paper::iteration_times& t) { return t.cpu_backward; }); }
+  double cpu_fwd() const {
+    return med([](const paper::iteration_times& t) { return t.cpu_forward; });
+  }
+  double cpu_bwd() const {
+    return med([](const paper::iteration_times& t) { return t.cpu_backward; });
+  }
   double cpu_total() const {
     return med([](const paper::iteration_times& t) { return t.cpu_forward + t.cpu_backward + t.cpu_sgd; });
   }
   double fwd_type(const std::string& k) const {
-    return med([&](const paper::iteration_times& t) { auto it = t.fwd_by_type.find(k); return it == t.fwd_by_type.end() ? 0.0 : it->second; });
+    return med([&](const paper::iteration_times& t) {
+      auto it = t.fwd_by_type.find(k);
+      return it == t.fwd_by_type.end() ? 0.0 : it->second;
+    });
   }
   double bwd_type(const std::string& k) const {
-    return med([&](const paper::iteration_times& t) { auto it = t.bwd_by_type.find(k); return it == t.bwd_by_type.end() ? 0.0 : it->second; });
+    return med([&](const paper::iteration_times& t) {
+      auto it = t.bwd_by_type.find(k);
+      return it == t.bwd_by_type.end() ? 0.0 : it->second;
+    });
   }
   // The fastest measured iteration (least disturbed by other load on the machine).
   double best_total() const {
@@ -233,8 +253,8 @@ network_result run_network(const options& o, const std::string& name) {
   } else {
     res.shape = static_cast<const paper::resnet&>(*nets[0]).describe_resnet();
   }
-  std::printf("\n%s, batch %lld, %lldx%lld input, %lld classes, %llu parameters\n%s", name.c_str(),
-              (long long)o.batch, (long long)o.image_size, (long long)o.image_size, (long long)o.classes,
+  std::printf("\n%s, batch %lld, %lldx%lld input, %lld classes, %llu parameters\n%s", name.c_str(), (long long)o.batch,
+              (long long)o.image_size, (long long)o.image_size, (long long)o.classes,
               (unsigned long long)nets[0]->parameter_count(), res.shape.c_str());
   std::fflush(stdout);
   paper::conv_alone convs(*nets[0]);
@@ -310,7 +330,8 @@ void report(const network_result& r) {
   std::printf("  per layer type (forward / backward ms):\n");
   for (const auto& k : r.types) {
     std::printf("    %-16s", k.c_str());
-    for (const auto& v : r.variants) std::printf("  %s %8.1f / %8.1f", paper::variant_name(v.v), 1e3 * v.fwd_type(k), 1e3 * v.bwd_type(k));
+    for (const auto& v : r.variants)
+      std::printf("  %s %8.1f / %8.1f", paper::variant_name(v.v), 1e3 * v.fwd_type(k), 1e3 * v.bwd_type(k));
     std::printf("\n");
   }
   std::printf("  first iteration (same weights and input): ");
@@ -318,15 +339,17 @@ void report(const network_result& r) {
     std::printf(" %s loss %.7f |grad| %.7g;", paper::variant_name(v.v), v.first_loss, v.first_grad_norm);
   std::printf("\n");
   for (std::size_t k = 1; k < r.variants.size(); ++k)
-    std::printf("  %s: largest gradient difference from unfused in one %s parameter tensor: %.3g of the gradient norm (%s)\n",
-                paper::variant_name(r.variants[k].v), r.name.c_str(), r.variants[k].worst_grad_diff,
-                r.variants[k].worst_grad_param.c_str());
+    std::printf(
+        "  %s: largest gradient difference from unfused in one %s parameter tensor: %.3g of the gradient norm (%s)\n",
+        paper::variant_name(r.variants[k].v), r.name.c_str(), r.variants[k].worst_grad_diff,
+        r.variants[k].worst_grad_param.c_str());
   const double b_bytes = base.bytes.forward + base.bytes.backward;
   for (std::size_t k = 1; k < r.variants.size(); ++k) {
     const auto& v = r.variants[k];
-    std::printf("  %s vs unfused: forward %+.1f%%, backward %+.1f%%, overall %+.1f%%; modelled memory traffic %+.1f%%\n",
-                paper::variant_name(v.v), pct(base.fwd(), v.fwd()), pct(base.bwd(), v.bwd()),
-                pct(base.total(), v.total()), 100.0 * ((v.bytes.forward + v.bytes.backward) / b_bytes - 1.0));
+    std::printf(
+        "  %s vs unfused: forward %+.1f%%, backward %+.1f%%, overall %+.1f%%; modelled memory traffic %+.1f%%\n",
+        paper::variant_name(v.v), pct(base.fwd(), v.fwd()), pct(base.bwd(), v.bwd()), pct(base.total(), v.total()),
+        100.0 * ((v.bytes.forward + v.bytes.backward) / b_bytes - 1.0));
   }
 }
 
@@ -345,12 +368,13 @@ void write_json(const options& o, const std::vector<network_result>& all) {
     for (std::size_t k = 0; k < r.variants.size(); ++k) {
       const auto& v = r.variants[k];
       f << "       {\"name\": \"" << paper::variant_name(v.v) << "\", \"fwd_ms\": " << 1e3 * v.fwd()
-        << ", \"bwd_ms\": " << 1e3 * v.bwd() << ", \"sgd_ms\": " << 1e3 * v.sgd() << ", \"total_ms\": " << 1e3 * v.total()
-        << ", \"best_fwd_ms\": " << 1e3 * v.best_fwd() << ", \"best_bwd_ms\": " << 1e3 * v.best_bwd()
-        << ", \"best_total_ms\": " << 1e3 * v.best_total() << ", \"cpu_fwd_ms\": " << 1e3 * v.cpu_fwd()
-        << ", \"cpu_bwd_ms\": " << 1e3 * v.cpu_bwd() << ", \"cpu_total_ms\": " << 1e3 * v.cpu_total()
-        << ", \"first_loss\": " << v.first_loss << ", \"first_grad_norm\": " << v.first_grad_norm
-        << ", \"bytes_fwd\": " << v.bytes.forward << ", \"bytes_bwd\": " << v.bytes.backward << ",\n        \"fwd_by_type_ms\": {";
+        << ", \"bwd_ms\": " << 1e3 * v.bwd() << ", \"sgd_ms\": " << 1e3 * v.sgd()
+        << ", \"total_ms\": " << 1e3 * v.total() << ", \"best_fwd_ms\": " << 1e3 * v.best_fwd()
+        << ", \"best_bwd_ms\": " << 1e3 * v.best_bwd() << ", \"best_total_ms\": " << 1e3 * v.best_total()
+        << ", \"cpu_fwd_ms\": " << 1e3 * v.cpu_fwd() << ", \"cpu_bwd_ms\": " << 1e3 * v.cpu_bwd()
+        << ", \"cpu_total_ms\": " << 1e3 * v.cpu_total() << ", \"first_loss\": " << v.first_loss
+        << ", \"first_grad_norm\": " << v.first_grad_norm << ", \"bytes_fwd\": " << v.bytes.forward
+        << ", \"bytes_bwd\": " << v.bytes.backward << ",\n        \"fwd_by_type_ms\": {";
       for (std::size_t t = 0; t < r.types.size(); ++t)
         f << (t ? ", " : "") << "\"" << r.types[t] << "\": " << 1e3 * v.fwd_type(r.types[t]);
       f << "},\n        \"bwd_by_type_ms\": {";
@@ -392,10 +416,11 @@ int main(int argc, char** argv) {
               std::abs(v.first_grad_norm - b.first_grad_norm) / std::max(1e-30, std::abs(b.first_grad_norm));
           if (!(dl <= o.tolerance && dg <= o.tolerance && v.worst_grad_diff <= o.tolerance)) {
             ok = false;
-            std::printf("MISMATCH %s %s: loss rel diff %.3g, grad norm rel diff %.3g, worst parameter gradient %.3g "
-                        "(%s) (tolerance %.3g)\n",
-                        r.name.c_str(), paper::variant_name(v.v), dl, dg, v.worst_grad_diff, v.worst_grad_param.c_str(),
-                        o.tolerance);
+            std::printf(
+                "MISMATCH %s %s: loss rel diff %.3g, grad norm rel diff %.3g, worst parameter gradient %.3g "
+                "(%s) (tolerance %.3g)\n",
+                r.name.c_str(), paper::variant_name(v.v), dl, dg, v.worst_grad_diff, v.worst_grad_param.c_str(),
+                o.tolerance);
           }
         }
       std::printf(ok ? "variants agree within %.3g\n" : "variants disagree (tolerance %.3g)\n", o.tolerance);

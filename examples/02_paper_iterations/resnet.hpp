@@ -28,7 +28,7 @@ struct resnet_config {
   index_t classes = 1000;
   index_t in_channels = 3;
   std::vector<index_t> stages{3, 4, 6, 3};  // bottlenecks per stage
-  index_t base_width = 64;                   // stage s has bottleneck width base * 2^s, output 4x that
+  index_t base_width = 64;                  // stage s has bottleneck width base * 2^s, output 4x that
 
   void validate() const {
     if (stages.empty() || stages.size() > 4) throw trainer::usage_error("--stages needs 1..4 stages");

@@ -160,8 +160,8 @@ void add(tensor_view<const bnff::detail::nondeduced_t<T>> a, tensor_view<const b
           const T* ap = a.plane_ptr(n, c);
           const T* bp = b.plane_ptr(n, c);
           T* yp = y.plane_ptr(n, c);
-          Store::template for_each<T, Arch>(a.plane(), yp,
-                                            [&](auto lanes, auto) { lanes.store(yp, lanes.load(ap) + lanes.load(bp)); });
+          Store::template for_each<T, Arch>(
+              a.plane(), yp, [&](auto lanes, auto) { lanes.store(yp, lanes.load(ap) + lanes.load(bp)); });
         },
         [] { Store::finish(); });
   });
