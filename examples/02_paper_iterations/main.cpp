@@ -213,7 +213,8 @@ struct network_result {
   std::vector<std::string> types;
 };
 
-std::unique_ptr<trainer::densenet> build(const options& o, const std::string& net) {
+// A shared_ptr: it deletes a resnet as a resnet (densenet has no virtual destructor).
+std::shared_ptr<trainer::densenet> build(const options& o, const std::string& net) {
   if (net == "densenet121") {
     trainer::model_config c;
     c.image_size = o.image_size;
@@ -223,13 +224,13 @@ std::unique_ptr<trainer::densenet> build(const options& o, const std::string& ne
     c.growth = 32;
     c.compression = 0.5;
     c.imagenet_stem = true;
-    return std::make_unique<trainer::densenet>(c, o.batch, o.seed);
+    return std::make_shared<trainer::densenet>(c, o.batch, o.seed);
   }
   paper::resnet_config r;
   r.image_size = o.image_size;
   r.classes = o.classes;
   r.stages = o.stages;
-  return std::make_unique<paper::resnet>(r, o.batch, o.seed);
+  return std::make_shared<paper::resnet>(r, o.batch, o.seed);
 }
 
 network_result run_network(const options& o, const std::string& name) {
@@ -238,7 +239,7 @@ network_result run_network(const options& o, const std::string& name) {
   std::vector<variant> vs;
   for (variant v : o.variants)
     if (!(name == "resnet50" && v == variant::bnff_icf)) vs.push_back(v);  // no concatenation to reuse
-  std::vector<std::unique_ptr<trainer::densenet>> nets;
+  std::vector<std::shared_ptr<trainer::densenet>> nets;
   std::vector<std::unique_ptr<paper::iteration_runner>> runners;
   for (variant v : vs) {
     nets.push_back(build(o, name));
