@@ -14,6 +14,11 @@
 // block and the transition reuse them (inter-composite-layer fusion: BN1 costs no
 // sweep). Channels no engine unit produced (a transition's pooled output) get theirs
 // from one batch_norm_stats sweep at their first reader.
+//   bn             batch_norm_apply (a ResNet projection shortcut's BN).
+//   bn_add_relu    bn_add_relu_forward: BN apply, residual add and ReLU in one sweep.
+// With reuse_concat_stats off (the paper's per-layer BNFF, without inter-composite-layer
+// fusion), a unit whose input is not exactly one engine unit's output (a BN reading a
+// concatenation) computes its input's statistics with one batch_norm_stats sweep every time.
 // Backward: bn_relu_conv2d_backward (activation recomputed in the weight gradient's
 // prologue, ReLU mask and BN sums in the data gradient's epilogue, one dx sweep that
 // overwrites or accumulates into the concatenation gradient); batch_norm_backward<bn_relu>.
@@ -30,6 +35,7 @@
 #include <bnff/ops/batch_norm_finalize.hpp>
 #include <bnff/ops/batch_norm_inference.hpp>
 #include <bnff/ops/batch_norm_stats.hpp>
+#include <bnff/ops/bn_add_relu.hpp>
 #include <bnff/ops/bn_relu_conv2d_backward.hpp>
 #include <bnff/ops/bn_relu_conv2d_forward_stats.hpp>
 #include <bnff/ops/conv2d_backward_data.hpp>
@@ -40,7 +46,8 @@ namespace trainer {
 
 class fused_engine : public conv_bn_engine {
  public:
-  std::string name() const override { return "fused"; }
+  explicit fused_engine(bool reuse_concat_stats = true) : reuse_(reuse_concat_stats) {}
+  std::string name() const override { return reuse_ ? "fused" : "fused-per-layer"; }
 
   void prepare(const densenet& net) override {
     net_ = &net;
@@ -48,11 +55,18 @@ class fused_engine : public conv_bn_engine {
     const auto& units = net.units();
     train_.assign(units.size(), {});
     infer_.assign(units.size(), {});
-    for (std::size_t i = 0; i < units.size(); ++i)
-      if (units[i].kind == unit_kind::bn_relu_conv || units[i].kind == unit_kind::bn_relu) {
+    exact_input_.assign(units.size(), false);
+    for (std::size_t i = 0; i < units.size(); ++i) {
+      if (has_bn(units[i].kind)) {
         train_[i].resize(units[i].x.c());
         infer_[i].resize(units[i].x.c());
       }
+      for (std::size_t j = 0; j < i; ++j)
+        if ((units[j].kind == unit_kind::conv || units[j].kind == unit_kind::bn_relu_conv) &&
+            units[j].out.buffer == units[i].in.buffer && units[j].out.first == units[i].in.first &&
+            units[j].out.count == units[i].in.count)
+          exact_input_[i] = true;
+    }
     stats_.assign(net.buffers().size(), {});
     stamp_.assign(net.buffers().size(), {});
     for (std::size_t b = 0; b < net.buffers().size(); ++b)
@@ -62,9 +76,12 @@ class fused_engine : public conv_bn_engine {
       }
     first_unit_ = units.size();
     for (std::size_t i = 0; i < units.size() && first_unit_ == units.size(); ++i)
-      if (units[i].kind == unit_kind::conv || units[i].kind == unit_kind::bn_relu_conv ||
-          units[i].kind == unit_kind::bn_relu)
-        first_unit_ = i;
+      if (units[i].kind == unit_kind::conv || has_bn(units[i].kind)) first_unit_ = i;
+    if (sync_)
+      for (const unit& u : units)
+        if (u.kind == unit_kind::bn || u.kind == unit_kind::bn_add_relu)
+          throw std::logic_error("fused engine: unit '" + u.name +
+                                 "' (BN or BN-add-ReLU) does not support synchronized BN yet");
     if (sync_) sync_->reserve(scratch_.max_channels());
   }
 
@@ -106,6 +123,24 @@ class fused_engine : public conv_bn_engine {
         } else {
           const bn_vectors& p = inference_params(i, u);
           bnff::batch_norm_apply_affine<bnff::bn_relu>(u.x, u.y, cvec(p.scale), cvec(p.shift));
+        }
+        break;
+      case unit_kind::bn:
+        if (training) {
+          const bn_vectors& p = batch_params(i, u);
+          bnff::batch_norm_apply<bnff::bn_identity>(u.x, u.y, cvec(p.mean), cvec(p.scale), cvec(u.bn.beta));
+        } else {
+          const bn_vectors& p = inference_params(i, u);
+          bnff::batch_norm_apply_affine<bnff::bn_identity>(u.x, u.y, cvec(p.scale), cvec(p.shift));
+        }
+        break;
+      case unit_kind::bn_add_relu:
+        if (training) {
+          const bn_vectors& p = batch_params(i, u);
+          bnff::bn_add_relu_forward(u.x, u.skip, u.y, cvec(p.mean), cvec(p.scale), cvec(u.bn.beta));
+        } else {
+          const bn_vectors& p = inference_params(i, u);  // its mean stays 0: y = max(0, x * scale + shift + skip)
+          bnff::bn_add_relu_forward(u.x, u.skip, u.y, cvec(p.mean), cvec(p.scale), cvec(p.shift));
         }
         break;
       default:
@@ -162,12 +197,37 @@ class fused_engine : public conv_bn_engine {
         });
         break;
       }
+      case unit_kind::bn: {
+        const bn_vectors& p = train_[i];
+        if (u.dx.empty()) throw std::logic_error("fused engine: BN unit '" + u.name + "' has no input gradient");
+        if (accumulate)
+          bnff::batch_norm_backward<bnff::bn_identity, bnff::grad_accumulate>(
+              u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.beta), u.dx, u.bn.d_gamma, u.bn.d_beta);
+        else
+          bnff::batch_norm_backward<bnff::bn_identity, bnff::grad_overwrite>(
+              u.x, u.dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.beta), u.dx, u.bn.d_gamma, u.bn.d_beta);
+        break;
+      }
+      case unit_kind::bn_add_relu: {
+        const bn_vectors& p = train_[i];
+        if (u.dx.empty() || u.d_skip.empty())
+          throw std::logic_error("fused engine: BN-add-ReLU unit '" + u.name + "' needs dx and d_skip");
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          bnff::bn_add_relu_backward(u.x, tensor_view<const float>(u.y), u.dy, cvec(p.mean), cvec(p.invstd),
+                                     cvec(p.scale), u.d_skip, u.dx, u.bn.d_gamma, u.bn.d_beta, mode);
+        });
+        break;
+      }
       default:
         throw std::logic_error("fused engine: unit '" + u.name + "' is not a conv or BN unit");
     }
   }
 
  private:
+  static bool has_bn(unit_kind k) {
+    return k == unit_kind::bn_relu_conv || k == unit_kind::bn_relu || k == unit_kind::bn || k == unit_kind::bn_add_relu;
+  }
+
   vector_view<bnff::moments> channel_stats(const buffer_slice& s) {
     return {stats_[std::size_t(s.buffer)].data() + s.first, s.count};
   }
@@ -184,9 +244,15 @@ class fused_engine : public conv_bn_engine {
 
   // Statistics of the unit's input channels: saved by their producer, or (for channels no engine
   // unit produced) computed now, once per batch, by one sweep over each run of such channels.
-  vector_view<const bnff::moments> input_stats(const unit& u) {
+  vector_view<const bnff::moments> input_stats(std::size_t i, const unit& u) {
     auto& stamp = stamp_[std::size_t(u.in.buffer)];
     const buffer_slice& in = u.in;
+    if (!reuse_ && !exact_input_[i]) {  // per-layer BNFF: this BN's own statistics sweep
+      bnff::batch_norm_stats(u.x, channel_stats(in));
+      if (sync_) sync_->merge_moments(channel_stats(in));
+      std::fill(stamp.begin() + in.first, stamp.begin() + in.first + in.count, generation_);
+      return channel_stats(in);
+    }
     for (index_t c = 0; c < in.count;) {
       if (stamp[std::size_t(in.first + c)] == generation_) {
         ++c;
@@ -205,7 +271,7 @@ class fused_engine : public conv_bn_engine {
   // Training: mean, invstd, scale, shift from the batch statistics; running statistics updated.
   const bn_vectors& batch_params(std::size_t i, const unit& u) {
     bn_vectors& p = train_[i];
-    bnff::batch_norm_finalize<float>(input_stats(u), cvec(u.bn.gamma), cvec(u.bn.beta), u.bn.eps, u.bn.momentum,
+    bnff::batch_norm_finalize<float>(input_stats(i, u), cvec(u.bn.gamma), cvec(u.bn.beta), u.bn.eps, u.bn.momentum,
                                      u.bn.running_mean, u.bn.running_var, vec(p.mean), vec(p.invstd), vec(p.scale),
                                      vec(p.shift));
     return p;
@@ -226,6 +292,8 @@ class fused_engine : public conv_bn_engine {
   std::vector<std::vector<std::uint64_t>> stamp_;  // the batch each channel's statistics belong to
   std::uint64_t generation_ = 0;
   std::size_t first_unit_ = 0;
+  bool reuse_ = true;              // statistics of a concatenation channel computed once, reused by every reader
+  std::vector<bool> exact_input_;  // per unit: its input is exactly an earlier conv unit's output
 };
 
 }  // namespace trainer

@@ -5,6 +5,7 @@
 // depend on the thread count.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <utility>
@@ -73,6 +74,58 @@ void avg_pool2x2_backward(tensor_view<const T> dy, tensor_view<T> dx) {
       for (index_t j = 0; j < dx.w(); ++j) {
         const bool inside = i / 2 < dy.h() && j / 2 < dy.w();
         dst[i * xs.h + j * xs.w] = inside ? T(0.25) * src[(i / 2) * ds.h + (j / 2) * ds.w] : T(0);
+      }
+  });
+}
+
+// y[n,c,i,j] = max of x[n,c,2i+a,2j+b] over a, b in {-1, 0, 1} inside the image
+// (3x3 max pooling, stride 2, padding 1 that never wins, as PyTorch's MaxPool2d(3, 2, 1)).
+inline index_t max_pool3x3s2_extent(index_t h) noexcept { return (h + 2 - 3) / 2 + 1; }
+
+template <class T>
+void max_pool3x3s2_forward(tensor_view<const T> x, tensor_view<T> y) {
+  const char* where = "max_pool3x3s2_forward";
+  bnff::check_equal(where, "y.shape",
+                    bnff::shape4{x.n(), x.c(), max_pool3x3s2_extent(x.h()), max_pool3x3s2_extent(x.w())}, y.shape());
+  bnff::check_arg(!bnff::overlaps(x, y), where, "y", "no overlap with x", "overlapping views");
+  parallel_tasks(x.n() * x.c(), x.size(), [&](index_t task) {
+    const index_t n = task / x.c(), c = task % x.c();
+    for (index_t i = 0; i < y.h(); ++i)
+      for (index_t j = 0; j < y.w(); ++j) {
+        T m = x(n, c, 2 * i, 2 * j);
+        for (index_t a = std::max<index_t>(0, 2 * i - 1); a <= std::min(x.h() - 1, 2 * i + 1); ++a)
+          for (index_t b = std::max<index_t>(0, 2 * j - 1); b <= std::min(x.w() - 1, 2 * j + 1); ++b)
+            m = x(n, c, a, b) > m ? x(n, c, a, b) : m;
+        y(n, c, i, j) = m;
+      }
+  });
+}
+
+// dx = dy routed to the first position (row-major in the window) holding each window's
+// maximum y; everything else 0. Overwrites dx.
+template <class T>
+void max_pool3x3s2_backward(tensor_view<const T> x, tensor_view<const T> y, tensor_view<const T> dy,
+                            tensor_view<T> dx) {
+  const char* where = "max_pool3x3s2_backward";
+  bnff::check_equal(where, "dx.shape", x.shape(), dx.shape());
+  bnff::check_equal(where, "dy.shape", y.shape(), dy.shape());
+  bnff::check_equal(where, "y.shape",
+                    bnff::shape4{x.n(), x.c(), max_pool3x3s2_extent(x.h()), max_pool3x3s2_extent(x.w())}, y.shape());
+  bnff::check_arg(!bnff::overlaps(dx, dy), where, "dx", "no overlap with dy", "overlapping views");
+  parallel_tasks(x.n() * x.c(), x.size(), [&](index_t task) {
+    const index_t n = task / x.c(), c = task % x.c();
+    for (index_t i = 0; i < x.h(); ++i)
+      for (index_t j = 0; j < x.w(); ++j) dx(n, c, i, j) = T(0);
+    for (index_t i = 0; i < y.h(); ++i)
+      for (index_t j = 0; j < y.w(); ++j) {
+        const T m = y(n, c, i, j);
+        bool done = false;
+        for (index_t a = std::max<index_t>(0, 2 * i - 1); a <= std::min(x.h() - 1, 2 * i + 1) && !done; ++a)
+          for (index_t b = std::max<index_t>(0, 2 * j - 1); b <= std::min(x.w() - 1, 2 * j + 1) && !done; ++b)
+            if (x(n, c, a, b) == m) {
+              dx(n, c, a, b) += dy(n, c, i, j);
+              done = true;
+            }
       }
   });
 }

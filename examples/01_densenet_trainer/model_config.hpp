@@ -30,6 +30,16 @@ struct model_config {
   bnff::index_t growth = 12;                   // channels each composite layer adds (k)
   bnff::index_t bottleneck_factor = 4;         // conv1x1 width = factor * growth (the "B" in BC)
   double compression = 0.5;                    // transition keeps floor(compression * channels) (the "C" in BC)
+  // ImageNet stem (DenseNet-121): conv7x7 stride 2, BN-ReLU, 3x3 max pooling stride 2 (the
+  // blocks start at a quarter of the image extent); otherwise one conv3x3 stride 1.
+  bool imagenet_stem = false;
+
+  // The extent the first dense block sees.
+  bnff::index_t block_extent() const noexcept {
+    if (!imagenet_stem) return image_size;
+    const bnff::index_t conv = (image_size + 2 * 3 - 7) / 2 + 1;
+    return (conv + 2 * 1 - 3) / 2 + 1;
+  }
 
   bnff::index_t stem() const noexcept { return stem_channels > 0 ? stem_channels : 2 * growth; }
   bnff::index_t bottleneck() const noexcept { return bottleneck_factor * growth; }
@@ -42,7 +52,8 @@ struct model_config {
     std::snprintf(comp, sizeof comp, "%.17g", compression);
     return "densenet-bc image=" + std::to_string(image_size) + " in=" + std::to_string(in_channels) +
            " classes=" + std::to_string(classes) + " stem=" + std::to_string(stem()) + " blocks=" + b +
-           " growth=" + std::to_string(growth) + " bottleneck=" + std::to_string(bottleneck()) + " compression=" + comp;
+           " growth=" + std::to_string(growth) + " bottleneck=" + std::to_string(bottleneck()) +
+           " compression=" + comp + (imagenet_stem ? " stem=imagenet" : "");
   }
 
   // Throws usage_error naming the first field out of range.
@@ -57,7 +68,9 @@ struct model_config {
       fail("--compression must be in (0, 1], got " + std::to_string(compression));
     if (image_size < 1 || image_size > 1024) fail("--image-size must be in 1..1024, got " + std::to_string(image_size));
     // Each transition halves the extent (floor, as 2x2 average pooling with stride 2 does).
-    const bnff::index_t last = image_size >> (blocks.size() - 1);
+    if (imagenet_stem && image_size < 8)
+      fail("--image-size must be >= 8 with the ImageNet stem, got " + std::to_string(image_size));
+    const bnff::index_t last = block_extent() >> (blocks.size() - 1);
     if (last < 1)
       fail("--image-size " + std::to_string(image_size) + " is too small for " + std::to_string(blocks.size()) +
            " dense blocks: each transition halves it (need >= " + std::to_string(1 << (blocks.size() - 1)) + ")");
@@ -88,6 +101,13 @@ struct preset {
 
 inline std::vector<preset> presets() {
   model_config small;  // the defaults above: 3 blocks of 4 layers, growth 12, 32x32
+  model_config d121;   // DenseNet-121 (Huang et al.): ImageNet stem, blocks 6-12-24-16, growth 32, 1000 classes
+  d121.image_size = 224;
+  d121.stem_channels = 64;
+  d121.blocks = {6, 12, 24, 16};
+  d121.growth = 32;
+  d121.classes = 1000;
+  d121.imagenet_stem = true;
   model_config block1;
   block1.image_size = 56;
   block1.stem_channels = 64;
@@ -99,6 +119,8 @@ inline std::vector<preset> presets() {
       {"densenet121-block1",
        "DenseNet-121's first dense block at 56x56: 64 channels in, 6 layers, growth 32, bottleneck 128 (for timing)",
        block1, 16, 1, 2000, 400},
+      {"densenet121", "DenseNet-121 at 224x224: 7x7/2 stem + max pool, blocks 6-12-24-16, growth 32 (for timing)", d121,
+       4, 1, 64, 16},
   };
 }
 

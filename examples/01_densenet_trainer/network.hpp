@@ -42,6 +42,9 @@ enum class unit_kind {
   bn_relu,          // y = max(0, bn(x))                               (before global pooling)
   avg_pool2x2,      // y = 2x2 average pooling of x, stride 2          (after a transition)
   global_avg_pool,  // y[n, c, 0, 0] = mean over h, w of x[n, c]      (before the classifier)
+  max_pool3x3s2,    // y = 3x3 max pooling of x, stride 2, padding 1   (after an ImageNet stem)
+  bn,               // y = bn(x)                                       (a ResNet projection shortcut)
+  bn_add_relu,      // y = max(0, bn(x) + skip)                        (a ResNet bottleneck's end)
 };
 
 // How a unit's backward writes dx: overwrite, or add to what later units wrote.
@@ -71,7 +74,11 @@ struct unit {
   tensor_view<float> dx;        // gradient of the input; empty for the images
   grad_mode dx_mode = grad_mode::overwrite;
   conv_ref conv;  // conv and bn_relu_conv
-  bn_ref bn;      // bn_relu_conv and bn_relu
+  bn_ref bn;      // bn_relu_conv, bn_relu, bn and bn_add_relu
+  // bn_add_relu only: the residual input and its gradient (overwritten by backward).
+  buffer_slice skip_in;
+  tensor_view<const float> skip;
+  tensor_view<float> d_skip;
 };
 
 class densenet;
@@ -171,9 +178,13 @@ class densenet {
   // Human-readable architecture, one line per stage.
   std::string describe() const {
     std::string s;
-    index_t c = cfg_.stem(), h = cfg_.image_size;
-    s += "  stem      conv3x3 " + std::to_string(cfg_.in_channels) + " -> " + std::to_string(c) + " at " + extent(h) +
-         "\n";
+    index_t c = cfg_.stem(), h = cfg_.block_extent();
+    if (cfg_.imagenet_stem)
+      s += "  stem      conv7x7/2 " + std::to_string(cfg_.in_channels) + " -> " + std::to_string(c) +
+           ", BN-ReLU, max pool 3x3/2 -> " + extent(h) + "\n";
+    else
+      s += "  stem      conv3x3 " + std::to_string(cfg_.in_channels) + " -> " + std::to_string(c) + " at " + extent(h) +
+           "\n";
     for (std::size_t b = 0; b < cfg_.blocks.size(); ++b) {
       const index_t out = c + cfg_.blocks[b] * cfg_.growth;
       s += "  block " + std::to_string(b + 1) + "   " + std::to_string(cfg_.blocks[b]) + " x (BN-ReLU-conv1x1 -> " +
@@ -192,7 +203,12 @@ class densenet {
     return s;
   }
 
- private:
+ protected:
+  // For networks of other shapes built from the same units (the derived class declares its
+  // parameters and builds its units and buffers with the helpers below).
+  struct custom_build {};
+  densenet(const model_config& cfg, index_t batch, custom_build) : cfg_(cfg), batch_(batch) {}
+
   static std::string extent(index_t h) { return std::to_string(h) + "x" + std::to_string(h); }
 
   index_t add_parameter(const std::string& name, index_t size, bool decay) {
@@ -218,7 +234,8 @@ class densenet {
   // Every parameter first, so the vectors never reallocate once units point into them.
   void declare_parameters(std::uint64_t seed) {
     index_t c = cfg_.stem();
-    stem_ = add_conv("stem.conv", c, cfg_.in_channels, 3, seed);
+    stem_ = add_conv("stem.conv", c, cfg_.in_channels, cfg_.imagenet_stem ? 7 : 3, seed);
+    if (cfg_.imagenet_stem) stem_bn_ = add_bn("stem.bn", c);
     for (std::size_t b = 0; b < cfg_.blocks.size(); ++b) {
       const std::string block = "b" + std::to_string(b + 1);
       for (index_t l = 0; l < cfg_.blocks[b]; ++l) {
@@ -282,7 +299,38 @@ class densenet {
     const index_t n = batch_;
     index_t h = cfg_.image_size, c = cfg_.stem();
     add_buffer("input", {n, cfg_.in_channels, h, h}, false);  // buffer 0
-    index_t prev_t = -1, prev_dt = -1;                        // the previous transition's output and its gradient
+    index_t stem_out = -1, stem_dout = -1;                    // ImageNet stem: what the max pooling reads
+    if (cfg_.imagenet_stem) {
+      const bnff::conv2d_problem pb{n, cfg_.in_channels, h, h, c, 7, 7, 3, 2};
+      const index_t hc = pb.p();
+      const index_t conv_out = add_buffer("stem.conv.out", {n, c, hc, hc}, false);
+      const index_t conv_dout = add_buffer("stem.conv.out.grad", {n, c, hc, hc}, true);
+      stem_out = add_buffer("stem.out", {n, c, hc, hc}, false);
+      stem_dout = add_buffer("stem.out.grad", {n, c, hc, hc}, true);
+      unit sc;
+      sc.name = "stem.conv";
+      sc.kind = unit_kind::conv;
+      sc.in = {0, 0, cfg_.in_channels};
+      sc.x = buffers_[0].view();
+      sc.out = {conv_out, 0, c};
+      sc.y = buffers_[std::size_t(conv_out)].view();
+      sc.dy = buffers_[std::size_t(conv_dout)].view();
+      sc.conv = conv(stem_, pb);
+      units_.push_back(sc);
+      unit sb;
+      sb.name = "stem.bn";
+      sb.kind = unit_kind::bn_relu;
+      sb.in = sc.out;
+      sb.x = sc.y;
+      sb.dx = buffers_[std::size_t(conv_dout)].view();
+      sb.out = {stem_out, 0, c};
+      sb.y = buffers_[std::size_t(stem_out)].view();
+      sb.dy = buffers_[std::size_t(stem_dout)].view();
+      sb.bn = bn(stem_bn_, state_of(stem_bn_));
+      units_.push_back(sb);
+      h = cfg_.block_extent();
+    }
+    index_t prev_t = -1, prev_dt = -1;  // the previous transition's output and its gradient
     std::size_t layer = 0;
     for (std::size_t b = 0; b < cfg_.blocks.size(); ++b) {
       const std::string block = "b" + std::to_string(b + 1);
@@ -292,7 +340,13 @@ class densenet {
       const index_t d_bottleneck = add_buffer(block + ".bottleneck.grad", {n, cfg_.bottleneck(), h, h}, true);
 
       unit first;
-      if (b == 0) {
+      if (b == 0 && cfg_.imagenet_stem) {
+        first.name = "stem.pool";
+        first.kind = unit_kind::max_pool3x3s2;
+        first.in = {stem_out, 0, c};
+        first.x = buffers_[std::size_t(stem_out)].view();
+        first.dx = buffers_[std::size_t(stem_dout)].view();
+      } else if (b == 0) {
         first.name = "stem.conv";
         first.kind = unit_kind::conv;
         first.in = {0, 0, cfg_.in_channels};
@@ -405,6 +459,7 @@ class densenet {
   std::vector<unit> units_;
   std::vector<layer_params> layer_params_;
   std::vector<transition_params> transition_params_;
+  index_t stem_bn_ = -1;
   index_t stem_ = -1, final_bn_ = -1, fc_weight_ = -1, features_ = -1, features_grad_ = -1, final_channels_ = 0;
 };
 
@@ -431,6 +486,9 @@ class densenet_model : public model {
         case unit_kind::avg_pool2x2:
           avg_pool2x2_forward(u.x, u.y);
           break;
+        case unit_kind::max_pool3x3s2:
+          max_pool3x3s2_forward(u.x, u.y);
+          break;
         case unit_kind::global_avg_pool:
           global_avg_pool_forward(u.x, u.y.data());
           break;
@@ -451,6 +509,9 @@ class densenet_model : public model {
       switch (it->kind) {
         case unit_kind::avg_pool2x2:
           avg_pool2x2_backward(it->dy, it->dx);
+          break;
+        case unit_kind::max_pool3x3s2:
+          max_pool3x3s2_backward(it->x, tensor_view<const float>(it->y), it->dy, it->dx);
           break;
         case unit_kind::global_avg_pool:
           global_avg_pool_backward(it->dy.data(), it->dx);

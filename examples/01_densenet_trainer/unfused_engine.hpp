@@ -10,9 +10,12 @@
 //                  reader of a concatenation recomputes its statistics; the activated
 //                  tensor A = max(0, BN(x)) is stored for backward; conv2d_forward(A).
 //   bn_relu        the same four sweeps into the unit's output.
+//   bn             mean, variance and normalize sweeps into the unit's output.
+//   bn_add_relu    the same three sweeps, then the residual add and the ReLU (in place).
 // Backward: unfused::bn_relu_conv2d_backward (weight gradient from the stored A, data
 // gradient, ReLU mask from A, BN reductions, BN dx: one sweep each);
-// relu_backward + batch_norm_backward_reduce + bn_backward_dx for bn_relu.
+// relu_backward + batch_norm_backward_reduce + bn_backward_dx for bn_relu and bn_add_relu
+// (whose ReLU gradient is the skip's gradient); the last two for bn.
 // Kept from forward to backward besides the network's buffers: A for every
 // BN-ReLU-conv (quadratic in a block's depth) and per-channel vectors.
 // Synchronized BN (a bn_synchronizer, data-parallel ranks), as frameworks do it: the
@@ -22,6 +25,7 @@
 #pragma once
 
 #include <bnff/ops/batch_norm_inference.hpp>
+#include <bnff/ops/bn_add_relu.hpp>
 #include <bnff/ops/conv2d_backward_data.hpp>
 #include <bnff/ops/unfused/batch_norm_unfused.hpp>
 #include <bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp>
@@ -46,12 +50,19 @@ class unfused_engine : public conv_bn_engine {
     activations_.assign(units.size(), {});
     for (std::size_t i = 0; i < units.size(); ++i) {
       const unit& u = units[i];
-      if (u.kind != unit_kind::bn_relu_conv && u.kind != unit_kind::bn_relu) continue;
+      if (u.kind != unit_kind::bn_relu_conv && u.kind != unit_kind::bn_relu && u.kind != unit_kind::bn &&
+          u.kind != unit_kind::bn_add_relu)
+        continue;
       params_[i].resize(u.x.c());
       var_[i].assign(std::size_t(u.x.c()), 0.0f);
       if (u.kind == unit_kind::bn_relu_conv) activations_[i].assign(std::size_t(u.x.size()), 0.0f);
     }
     moments_.assign(std::size_t(scratch_.max_channels()), bnff::moments{});
+    if (sync_)
+      for (const unit& u : units)
+        if (u.kind == unit_kind::bn || u.kind == unit_kind::bn_add_relu)
+          throw std::logic_error("unfused engine: unit '" + u.name +
+                                 "' (BN or BN-add-ReLU) does not support synchronized BN yet");
     if (sync_) sync_->reserve(scratch_.max_channels());
   }
 
@@ -79,6 +90,14 @@ class unfused_engine : public conv_bn_engine {
       }
       case unit_kind::bn_relu:
         bn_relu(i, u, u.y, training);
+        break;
+      case unit_kind::bn:
+        bn_plain(i, u, training);
+        break;
+      case unit_kind::bn_add_relu:
+        bn_plain(i, u, training);
+        bnff::unfused::add(tensor_view<const float>(u.y), u.skip, u.y);
+        bnff::unfused::relu(tensor_view<const float>(u.y), u.y);
         break;
       default:
         throw std::logic_error("unfused engine: unit '" + u.name + "' is not a conv or BN unit");
@@ -135,12 +154,58 @@ class unfused_engine : public conv_bn_engine {
         });
         break;
       }
+      case unit_kind::bn:
+      case unit_kind::bn_add_relu: {
+        if (u.dx.empty()) throw std::logic_error("unfused engine: BN unit '" + u.name + "' has no input gradient");
+        tensor_view<const float> dy = u.dy;
+        if (u.kind == unit_kind::bn_add_relu) {  // the ReLU's gradient is also the skip's
+          bnff::unfused::relu_backward(tensor_view<const float>(u.y), u.dy, u.d_skip);
+          dy = u.d_skip;
+        }
+        bnff::unfused::batch_norm_backward_reduce(u.x, dy, cvec(p.mean), cvec(p.invstd), u.bn.d_beta, u.bn.d_gamma);
+        bnff::with_grad_mode(accumulate, [&](auto mode) {
+          bnff::bn_backward_dx<float>(u.x, dy, cvec(p.mean), cvec(p.invstd), cvec(p.scale), cvec(u.bn.d_gamma),
+                                      cvec(u.bn.d_beta), u.dx, mode);
+        });
+        break;
+      }
       default:
         throw std::logic_error("unfused engine: unit '" + u.name + "' is not a conv or BN unit");
     }
   }
 
  private:
+  // u.y = BN(u.x) in three sweeps (training: mean, variance, normalize; running statistics
+  // updated; inference: one affine sweep from the running statistics).
+  void bn_plain(std::size_t i, const unit& u, bool training) {
+    bn_vectors& p = params_[i];
+    if (!training) {
+      bnff::batch_norm_inference_params<float>(cvec(u.bn.gamma), cvec(u.bn.beta), cvec(u.bn.running_mean),
+                                               cvec(u.bn.running_var), u.bn.eps, vec(p.scale), vec(p.shift));
+      bnff::batch_norm_apply_affine<bnff::bn_identity>(u.x, u.y, cvec(p.scale), cvec(p.shift));
+      return;
+    }
+    bnff::unfused::batch_norm_mean(u.x, vec(p.mean));
+    bnff::unfused::batch_norm_variance(u.x, cvec(p.mean), vec(var_[i]));
+    bnff::unfused::batch_norm_normalize(u.x, u.y, cvec(p.mean), cvec(var_[i]), cvec(u.bn.gamma), cvec(u.bn.beta),
+                                        u.bn.eps);
+    finish_params(i, u);
+  }
+
+  // invstd and scale from the batch variance; running statistics updated.
+  void finish_params(std::size_t i, const unit& u) {
+    bn_vectors& p = params_[i];
+    const double m = double(u.x.n()) * double(u.x.plane());
+    for (index_t c = 0; c < u.x.c(); ++c) {
+      const double mean = p.mean[std::size_t(c)], var = var_[i][std::size_t(c)];
+      p.invstd[std::size_t(c)] = float(1.0 / std::sqrt(var + u.bn.eps));
+      p.scale[std::size_t(c)] = float(double(u.bn.gamma[c]) * double(p.invstd[std::size_t(c)]));
+      double rm = u.bn.running_mean[c], rv = u.bn.running_var[c];
+      bnff::update_running_stats(bnff::moments{m, mean, var * m}, u.bn.momentum, rm, rv);
+      u.bn.running_mean[c] = float(rm), u.bn.running_var[c] = float(rv);
+    }
+  }
+
   tensor_view<float> activation(std::size_t i, const unit& u) { return {activations_[i].data(), u.x.shape()}; }
 
   // out = max(0, BN(x)) in four sweeps (training: batch statistics, running statistics
