@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
             "  --quick       one shape per family, 0.1 s per benchmark (about 2 minutes)\n"
             "  --all-shapes  every DenseNet-121 composite layer of the catalog (long)\n"
             "  default       first and last composite layer of each dense block, 0.2 s per\n"
-            "                benchmark (budget: 15 minutes; 0.3 s took 17 minutes)\n"
+            "                benchmark (about 12 minutes on 2 cores; budget 15)\n"
             "Names: <family>/<variant>/<shape>/threads:<t>/real_time. Google Benchmark's flags follow.\n\n");
       args.push_back(argv[i]);
     }
