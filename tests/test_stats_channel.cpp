@@ -111,23 +111,28 @@ TEST_CASE("batch_norm_stats: a constant channel has variance exactly 0, NaN stay
 }
 
 TEST_CASE("batch_norm_stats gives the same bits with 1 and 2 threads", "[stats]") {
-  const shape4 s{3, 9, 17, 19};
-  slice_tensor<float> x(s, 1, 1, 1);
-  x.fill_random(5, -2.0, 5.0);
-  bnff::set_num_threads(1);
-  const auto one = stats_of(x);
-  bnff::set_num_threads(2);
-  const auto two = stats_of(x);
-  bnff::set_num_threads(1);
-  CHECK(same_bits(one, two));
+  for (const shape4& s : {shape4{3, 9, 17, 19}, shape4{3, 70, 17, 19}}) {
+    CAPTURE(s);
+    slice_tensor<float> x(s, 1, 1, 1);
+    x.fill_random(5, -2.0, 5.0);
+    bnff::set_num_threads(1);
+    const auto one = stats_of(x);
+    bnff::set_num_threads(2);
+    const auto two = stats_of(x);
+    bnff::set_num_threads(1);
+    CHECK(same_bits(one, two));
+  }
 }
 
 TEST_CASE("exported partials merged in partition order reproduce batch_norm_stats bit for bit", "[stats]") {
   // Planes of one short block, of several full 1024-element blocks plus a
   // short or a long tail: the sweep reorders the two passes across blocks and
   // takes planes two at a time (up to 64 blocks each; an odd last plane and
-  // longer planes, as with block 16 on 56 x 56, go one at a time).
-  for (const shape4& s : {shape4{3, 4, 13, 11}, shape4{2, 3, 56, 56}, shape4{1, 2, 50, 50}, shape4{3, 2, 40, 41}})
+  // longer planes, as with block 16 on 56 x 56, go one at a time). With 32
+  // channels or more a task walks several channels image by image (2 here, and
+  // 8 with a short last task for 130).
+  for (const shape4& s : {shape4{3, 4, 13, 11}, shape4{2, 3, 56, 56}, shape4{1, 2, 50, 50}, shape4{3, 2, 40, 41},
+                          shape4{3, 40, 9, 10}, shape4{5, 130, 7, 5}, shape4{2, 33, 40, 41}})
     for (index_t block : {index_t(16), index_t(100), index_t(1024)}) {
       CAPTURE(s, block);
       slice_tensor<float> x(s, 1, 2, 1);

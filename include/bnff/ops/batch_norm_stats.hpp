@@ -3,9 +3,9 @@
 //
 // Every H x W plane is cut into blocks (stats_partition); each block's
 // moments come from block_moments while the block is in cache, and a channel's
-// blocks are merged with Chan's formula in (n, b) order. One task per channel
-// merges on the fly, so no workspace is needed and the bits do not depend on
-// the thread count. A convolution epilogue that keeps the same partition and
+// blocks are merged with Chan's formula in (n, b) order. Each task owns a few
+// whole channels and merges on the fly, so no workspace is needed and the bits
+// do not depend on the thread count. A convolution epilogue that keeps the same partition and
 // order produces bitwise-identical statistics.
 #pragma once
 
@@ -36,20 +36,33 @@ constexpr index_t stats_pair_max_blocks = 64;
 // Cache lines of the next pair of planes asked for before pass 2 of this pair.
 constexpr index_t stats_pair_prefetch_lines = 16;
 
-// f(n, b, block_moments of block b of plane (n, c)) for every block of channel
-// c in (n, b) order, with the bits of block_moments.
+// Channels per task of the statistics sweep. A task walks its channels image by
+// image, so it reads one contiguous run of channels x H x W elements per image
+// (the hardware prefetchers follow it) instead of jumping C x H x W elements
+// between the planes of one channel; enough tasks remain to share among threads.
+// From the shape alone, like every partition in bnff (the bits never depend on it).
+constexpr index_t stats_max_channels_per_task = 8;
+inline index_t stats_channels_per_task(index_t channels) noexcept {
+  const index_t g = channels / 16;
+  return g < 1 ? 1 : (g > stats_max_channels_per_task ? stats_max_channels_per_task : g);
+}
+
+// f(c, n, b, block_moments of block b of plane (n, c)) for every block of
+// channels [c0, c1), with the bits of block_moments; each channel's blocks come
+// in (n, b) order (the channels interleave, image by image).
 //
-// Planes are taken two at a time, (n, c) and (n + 1, c): pass 1 of every block
-// of both runs as two interleaved streams from main memory (one core keeps
-// more misses in flight with two streams than with one), then pass 2 of both
-// from cache, then f in (n, b) order (plane n + 1's moments wait in a small
-// array). A plane of more than stats_pair_max_blocks blocks, and an odd last
-// plane, take the single-plane path: pass 1 of a group of blocks streams it in,
-// the next group is prefetched, then pass 2 runs on the group from cache.
-// Block by block, main memory would idle during every pass 2 (measured: 15-20%
-// slower on 16x256x56x56).
+// Images are taken two at a time, n and n + 1: for each channel, pass 1 of
+// every block of planes (n, c) and (n + 1, c) runs as two interleaved streams
+// from main memory (one core keeps more misses in flight with two streams than
+// with one), then pass 2 of both from cache, then f in (n, b) order (plane
+// n + 1's moments wait in a small array). Both streams run on through the
+// task's channels, contiguous in memory. Planes of more than
+// stats_pair_max_blocks blocks, and an odd last image, take the single path:
+// pass 1 of a group of blocks streams it in, the next group is prefetched,
+// then pass 2 runs on the group from cache. Block by block, main memory would
+// idle during every pass 2 (measured: 15-20% slower on 16x256x56x56).
 template <class Arch, class T, class F>
-void for_each_block_moments(const tensor_view<const T>& x, index_t c, index_t block, F&& f) {
+void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c1, index_t block, F&& f) {
   const index_t plane = x.plane(), per_plane = (plane + block - 1) / block;
   auto length = [&](index_t b) {
     const index_t b0 = b * block;
@@ -60,40 +73,55 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c, index_t bl
   if (per_plane <= stats_pair_max_blocks) {
     T shift_p[stats_pair_max_blocks], shift_q[stats_pair_max_blocks];
     moments second[stats_pair_max_blocks];
+    constexpr index_t ahead = stats_pair_prefetch_lines * simd::cache_line_bytes;
+    const index_t bytes = plane * index_t(sizeof(T)) < ahead ? plane * index_t(sizeof(T)) : ahead;
     for (; n + 1 < x.n(); n += 2) {
-      const T *p = x.plane_ptr(n, c), *q = x.plane_ptr(n + 1, c);
-      for (index_t b = 0; b < per_plane; ++b)
-        if (length(b) > reg)
-          block_shift_pair<T, Arch>(p + b * block, q + b * block, length(b), shift_p[b], shift_q[b]);
-      if (n + 2 < x.n()) {
-        constexpr index_t ahead = stats_pair_prefetch_lines * simd::cache_line_bytes;
-        const index_t bytes = plane * index_t(sizeof(T)) < ahead ? plane * index_t(sizeof(T)) : ahead;
-        simd::prefetch_lines(x.plane_ptr(n + 2, c), bytes);
-        if (n + 3 < x.n()) simd::prefetch_lines(x.plane_ptr(n + 3, c), bytes);
-      }
-      for (index_t b = 0; b < per_plane; ++b) {
-        const index_t len = length(b);
-        moments first;
-        if (len > reg) {
-          block_moments_shifted_pair<T, Arch>(p + b * block, q + b * block, len, shift_p[b], shift_q[b], first,
-                                              second[b]);
-        } else {
-          first = block_moments_in_registers<T, Arch>(p + b * block, len);
-          second[b] = block_moments_in_registers<T, Arch>(q + b * block, len);
+      for (index_t c = c0; c < c1; ++c) {
+        const T *p = x.plane_ptr(n, c), *q = x.plane_ptr(n + 1, c);
+        for (index_t b = 0; b < per_plane; ++b)
+          if (length(b) > reg)
+            block_shift_pair<T, Arch>(p + b * block, q + b * block, length(b), shift_p[b], shift_q[b]);
+        if (c + 1 < c1) {  // the next planes of both streams (contiguous unless x is a channel slice)
+          simd::prefetch_lines(x.plane_ptr(n, c + 1), bytes);
+          simd::prefetch_lines(x.plane_ptr(n + 1, c + 1), bytes);
+        } else if (n + 2 < x.n()) {
+          simd::prefetch_lines(x.plane_ptr(n + 2, c0), bytes);
+          if (n + 3 < x.n()) simd::prefetch_lines(x.plane_ptr(n + 3, c0), bytes);
         }
-        f(n, b, first);
+        for (index_t b = 0; b < per_plane; ++b) {
+          const index_t len = length(b);
+          moments first;
+          if (len > reg) {
+            block_moments_shifted_pair<T, Arch>(p + b * block, q + b * block, len, shift_p[b], shift_q[b], first,
+                                                second[b]);
+          } else {
+            first = block_moments_in_registers<T, Arch>(p + b * block, len);
+            second[b] = block_moments_in_registers<T, Arch>(q + b * block, len);
+          }
+          f(c, n, b, first);
+        }
+        for (index_t b = 0; b < per_plane; ++b) f(c, n + 1, b, second[b]);
       }
-      for (index_t b = 0; b < per_plane; ++b) f(n + 1, b, second[b]);
     }
   }
-  // The rest, plane by plane in groups of blocks.
-  const index_t first = n * per_plane, total = x.n() * per_plane;
-  auto begin = [&](index_t i) { return x.plane_ptr(i / per_plane, c) + (i % per_plane) * block; };
+  // The rest, in memory order (n, c, b), in groups of blocks.
+  const index_t per_image = (c1 - c0) * per_plane, total = (x.n() - n) * per_image;
+  const index_t n0 = n;
+  auto where_is = [&](index_t i, index_t& in, index_t& ic, index_t& ib) {
+    in = n0 + i / per_image;
+    ic = c0 + (i % per_image) / per_plane;
+    ib = i % per_plane;
+  };
+  auto begin = [&](index_t i) {
+    index_t in, ic, ib;
+    where_is(i, in, ic, ib);
+    return x.plane_ptr(in, ic) + ib * block;
+  };
   constexpr index_t g = stats_group_blocks;
-  for (index_t i = first; i < first + g && i < total; ++i)
+  for (index_t i = 0; i < g && i < total; ++i)
     simd::prefetch_lines(begin(i), length(i % per_plane) * index_t(sizeof(T)));
   T shift[g];
-  for (index_t g0 = first; g0 < total; g0 += g) {
+  for (index_t g0 = 0; g0 < total; g0 += g) {
     const index_t g1 = g0 + g < total ? g0 + g : total;
     for (index_t i = g0; i < g1; ++i)
       if (length(i % per_plane) > reg) shift[i - g0] = block_shift<T, Arch>(begin(i), length(i % per_plane));
@@ -101,11 +129,24 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c, index_t bl
       simd::prefetch_lines(begin(i), length(i % per_plane) * index_t(sizeof(T)));
     for (index_t i = g0; i < g1; ++i) {
       const index_t len = length(i % per_plane);
-      f(i / per_plane, i % per_plane,
+      index_t in, ic, ib;
+      where_is(i, in, ic, ib);
+      f(ic, in, ib,
         len > reg ? block_moments_shifted<T, Arch>(begin(i), len, shift[i - g0])
                   : block_moments_in_registers<T, Arch>(begin(i), len));
     }
   }
+}
+
+// Run f(c0, c1) for every task's channel range [c0, c1) (stats_channels_per_task).
+template <class F>
+void for_each_stats_task(index_t channels, F&& f) {
+  const index_t per_task = stats_channels_per_task(channels);
+  const index_t tasks = (channels + per_task - 1) / per_task;
+  parallel_for(tasks, [&](index_t t) {
+    const index_t c0 = t * per_task;
+    f(c0, c0 + per_task < channels ? c0 + per_task : channels);
+  });
 }
 
 }  // namespace detail
@@ -130,11 +171,11 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
 
   const stats_partition part = make_stats_partition(x, block);
   const tensor_view<const T> xc = x;
-  detail::for_each_channel(x.c(), [&](index_t c) {
-    moments acc;
-    detail::for_each_block_moments<Arch>(xc, c, part.block,
-                                         [&](index_t, index_t, const moments& m) { acc = merge(acc, m); });
-    out[c] = acc;
+  detail::for_each_stats_task(x.c(), [&](index_t c0, index_t c1) {
+    moments acc[detail::stats_max_channels_per_task];
+    detail::for_each_block_moments<Arch>(
+        xc, c0, c1, part.block, [&](index_t c, index_t, index_t, const moments& m) { acc[c - c0] = merge(acc[c - c0], m); });
+    for (index_t c = c0; c < c1; ++c) out[c] = acc[c - c0];
   });
 }
 
@@ -155,9 +196,11 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
   detail::check_disjoint(where, "partials", partials, "x", x);
 
   const tensor_view<const T> xc = x;
-  detail::for_each_channel(x.c(), [&](index_t c) {
-    detail::for_each_block_moments<Arch>(
-        xc, c, part.block, [&](index_t n, index_t b, const moments& m) { partials[part.slot(c, n, b)] = m; });
+  detail::for_each_stats_task(x.c(), [&](index_t c0, index_t c1) {
+    detail::for_each_block_moments<Arch>(xc, c0, c1, part.block, [&](index_t c, index_t n, index_t b,
+                                                                     const moments& m) {
+      partials[part.slot(c, n, b)] = m;
+    });
   });
 }
 

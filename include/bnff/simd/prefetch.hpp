@@ -22,4 +22,17 @@ BNFF_ALWAYS_INLINE void prefetch_lines(const void* p, index_t bytes) noexcept {
 #endif
 }
 
+// Ask for the cache line `elements` elements past p. A hint: the address may lie
+// past the end of the data (it is formed as an integer, never dereferenced).
+template <class T>
+BNFF_ALWAYS_INLINE void prefetch_ahead(const T* p, index_t elements) noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+  __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(p) +
+                                                   std::uintptr_t(elements) * sizeof(T)),
+                     0, 3);
+#else
+  (void)p, (void)elements;
+#endif
+}
+
 }  // namespace bnff::simd

@@ -6,6 +6,7 @@
 #include "bnff/config.hpp"
 #include "bnff/simd/fma.hpp"
 #include "bnff/simd/for_each_lanes.hpp"
+#include "bnff/simd/prefetch.hpp"
 #include "bnff/simd/reduce_add.hpp"
 #include "bnff/stats/moments.hpp"
 
@@ -128,6 +129,19 @@ moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
 // single-block functions, so the bits equal two separate calls. Two
 // independent streams keep more cache-line misses in flight than one: a
 // sweep over main memory on one core was about 15% faster this way.
+//
+// Made for a sweep that reads on past the block (batch_norm_stats reads the
+// next plane of each stream next), both passes prefetch ahead of their loads:
+// pass 1 2 KiB ahead, which keeps more misses in flight than the hardware
+// prefetcher alone; pass 2, which rereads the block from cache, 8 KiB ahead,
+// so memory keeps streaming the next plane meanwhile instead of idling.
+// Measured on 16x256x56x56 float, one thread: 12.2 GB/s without either,
+// 13.3 GB/s with pass 1's, 14.4 GB/s with both (read ceiling 16.7-17 GB/s).
+// Prefetches are hints: past the end of the data they do nothing.
+template <class T>
+constexpr index_t pair_pass1_ahead = index_t(2048 / sizeof(T));
+template <class T>
+constexpr index_t pair_pass2_ahead = index_t(8192 / sizeof(T));
 template <class T, class Arch>
 void block_shift_pair(const T* x, const T* y, index_t len, T& shift_x, T& shift_y) noexcept {
   using batch = xsimd::batch<T, Arch>;
@@ -138,6 +152,8 @@ void block_shift_pair(const T* x, const T* y, index_t len, T& shift_x, T& shift_
     batch a[moments_unroll_sum], b[moments_unroll_sum];
     for (int i = 0; i < moments_unroll_sum; ++i) a[i] = b[i] = batch(T(0));
     simd::for_each_lanes<T, Arch, moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
+      simd::prefetch_ahead(p, lanes.offset + pair_pass1_ahead<T>);
+      simd::prefetch_ahead(q, lanes.offset + pair_pass1_ahead<T>);
       a[s] += lanes.load(p, T(0));
       b[s] += lanes.load(q, T(0));
     });
@@ -160,6 +176,8 @@ void block_moments_shifted_pair(const T* x, const T* y, index_t len, T shift_x, 
     batch a[moments_unroll_dev], aq[moments_unroll_dev], b[moments_unroll_dev], bq[moments_unroll_dev];
     for (int i = 0; i < moments_unroll_dev; ++i) a[i] = aq[i] = b[i] = bq[i] = batch(T(0));
     simd::for_each_lanes<T, Arch, moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
+      simd::prefetch_ahead(p, lanes.offset + pair_pass2_ahead<T>);
+      simd::prefetch_ahead(q, lanes.offset + pair_pass2_ahead<T>);
       const batch d = lanes.load(p, shift_x) - vx;
       const batch e = lanes.load(q, shift_y) - vy;
       a[s] += d;
