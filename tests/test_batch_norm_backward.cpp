@@ -144,8 +144,8 @@ TEST_CASE("batch_norm_backward gives the same bits with 1 and 2 threads", "[batc
 TEST_CASE("batch_norm_backward with several channels per task (pipelined sweeps)", "[batch_norm]") {
   // 40 and 130 channels: tasks of 2 and 8 channels, the reduction of channel
   // c + 1 running beside the dx sweep of channel c; planes of one and of
-  // several 1024-element blocks.
-  for (const shape4& s : {shape4{2, 40, 5, 7}, shape4{1, 130, 33, 35}}) {
+  // several 1024-element blocks; planes reduced two at a time (and a last odd one).
+  for (const shape4& s : {shape4{2, 40, 5, 7}, shape4{1, 130, 33, 35}, shape4{3, 40, 33, 35}}) {
     const backward_case<float> bc(s, 23);
     const auto want = bc.reference(true);
     std::vector<float> ga(std::size_t(s.c)), ba(std::size_t(s.c)), gb(std::size_t(s.c)), bb(std::size_t(s.c));

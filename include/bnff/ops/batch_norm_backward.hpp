@@ -53,6 +53,33 @@ struct bn_backward_blocks {
     });
   }
 
+  // reduce() of block [b0, b1) of planes (n, c) and (n + 1, c) in one loop, as two
+  // interleaved streams: plane n's terms go into `sums`, plane n + 1's into `later`
+  // (from zero). The block is one flush chunk of sum_lanes (bn_backward_block), so
+  // adding `later` to the sums after plane n's blocks gives reduce()'s bits.
+  BNFF_ALWAYS_INLINE void reduce_pair(index_t c, index_t n, index_t b0, index_t b1, std::array<double, 2>& sums,
+                                      std::array<double, 2>& later) const {
+    const T mean_c = mean[c];
+    const batch vmean(mean_c), vscale(scale[c]), vbeta(beta[c]);
+    const T *xp = x.plane_ptr(n, c) + b0, *xq = x.plane_ptr(n + 1, c) + b0;
+    const T *dzp = dz.plane_ptr(n, c) + b0, *dzq = dz.plane_ptr(n + 1, c) + b0;
+    std::array<batch, 2> acc[4], acq[4];
+    for (int i = 0; i < 4; ++i) acc[i].fill(batch(T(0))), acq[i].fill(batch(T(0)));
+    simd::for_each_lanes<T, Arch, 4>(b1 - b0, [&](auto lanes, auto s) {
+      const batch xc = lanes.load(xp, mean_c) - vmean;
+      const batch xd = lanes.load(xq, mean_c) - vmean;
+      const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
+      const batch dw = Activation::backward(simd::fma(xd, vscale, vbeta), lanes.load(dzq, T(0)));
+      acc[s][0] += dy;
+      acc[s][1] = simd::fma(dy, xc, acc[s][1]);
+      acq[s][0] += dw;
+      acq[s][1] = simd::fma(dw, xd, acq[s][1]);
+    });
+    simd_flush_sums(acc, sums);
+    later = {0.0, 0.0};
+    simd_flush_sums(acq, later);
+  }
+
   // dx over block [b0, b1) of plane (n, c), with k0 = scale * sum(dy) / m, k1 = scale * invstd * dgamma / m.
   template <class GradMode, class Store>
   BNFF_ALWAYS_INLINE void dx(const tensor_view<T>& out, index_t c, index_t n, index_t b0, index_t b1, const batch& k0,
@@ -77,6 +104,9 @@ struct bn_backward_blocks {
 template <class T, class Arch>
 constexpr index_t bn_backward_block = simd::sum_flush_batches* index_t(xsimd::batch<T, Arch>::size);
 
+// Planes of at most this many blocks are reduced two at a time (see bn_backward_sweeps).
+constexpr index_t backward_pair_max_blocks = 64;
+
 // The two sweeps of batch_norm_backward (arguments already checked). Store is
 // simd::temporal_stores or simd::streaming_stores; the bits are the same.
 // Within a task, the reduction sweep of channel c + 1 runs block by block
@@ -95,6 +125,12 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
   const index_t per_task = backward_channels_per_task(channels);
   const index_t tasks = (channels + per_task - 1) / per_task;
   const bn_backward_blocks<Activation, Arch, T> blocks{x, dz, mean, scale, beta};
+  const index_t per_plane = (plane + block - 1) / block;
+  auto prefetch_block = [&](index_t c, index_t n, index_t b0) {
+    const index_t bytes = (b0 + block < plane ? block : plane - b0) * index_t(sizeof(T));
+    simd::prefetch_lines(x.plane_ptr(n, c) + b0, bytes);
+    simd::prefetch_lines(dz.plane_ptr(n, c) + b0, bytes);
+  };
 
   parallel_for(tasks, [&](index_t t) {
     const index_t c_end = (t + 1) * per_task < channels ? (t + 1) * per_task : channels;
@@ -110,10 +146,38 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
       std::array<double, 2> next{0.0, 0.0};
       if (c + 1 < c_end) {
         // Walks (and prefetches) channel c + 1, whose planes have the same blocks as c's.
-        for_each_channel_block(inputs, c + 1, block, [&](index_t n, index_t b0, index_t b1) {
-          blocks.reduce(c + 1, n, b0, b1, next);
-          blocks.template dx<GradMode, Store>(dx, c, n, b0, b1, k0, k1);
-        });
+        index_t n0 = 0;
+        if (per_plane <= backward_pair_max_blocks) {
+          // Planes n and n + 1 of channel c + 1 as two interleaved streams (four
+          // from main memory with dz), plane n + 1's block sums added after plane n's.
+          std::array<double, 2> later[backward_pair_max_blocks];
+          for (; n0 + 1 < x.n(); n0 += 2) {
+            for (index_t b = 0, b0 = 0; b0 < plane; ++b, b0 += block) {
+              const index_t b1 = b0 + block < plane ? b0 + block : plane;
+              if (b + 1 < per_plane) {
+                prefetch_block(c + 1, n0, b0 + block);
+                prefetch_block(c + 1, n0 + 1, b0 + block);
+              } else if (n0 + 2 < x.n()) {
+                prefetch_block(c + 1, n0 + 2, 0);
+                if (n0 + 3 < x.n()) prefetch_block(c + 1, n0 + 3, 0);
+              }
+              blocks.reduce_pair(c + 1, n0, b0, b1, next, later[b]);
+              blocks.template dx<GradMode, Store>(dx, c, n0, b0, b1, k0, k1);
+              blocks.template dx<GradMode, Store>(dx, c, n0 + 1, b0, b1, k0, k1);
+            }
+            for (index_t b = 0; b < per_plane; ++b) next[0] += later[b][0], next[1] += later[b][1];
+          }
+        }
+        for (index_t n = n0; n < x.n(); ++n)
+          for (index_t b0 = 0; b0 < plane; b0 += block) {
+            const index_t b1 = b0 + block < plane ? b0 + block : plane;
+            if (b0 + block < plane)
+              prefetch_block(c + 1, n, b0 + block);
+            else if (n + 1 < x.n())
+              prefetch_block(c + 1, n + 1, 0);
+            blocks.reduce(c + 1, n, b0, b1, next);
+            blocks.template dx<GradMode, Store>(dx, c, n, b0, b1, k0, k1);
+          }
       } else {
         for (index_t n = 0; n < x.n(); ++n)
           for (index_t b0 = 0; b0 < plane; b0 += block)
