@@ -4,22 +4,30 @@
 //
 // Forward, per unit:
 //   conv           conv2d_forward.
-//   bn_relu_conv   unfused::batch_norm_relu_forward over the unit's whole input: a mean
-//                  sweep, a variance sweep, a normalize sweep and a ReLU sweep (in place
-//                  over the normalized tensor, as torchvision's DenseNet does), so every
-//                  reader of a concatenation recomputes its statistics; the activated
+//   bn_relu_conv   over the unit's whole input: a mean sweep and a variance sweep
+//                  (unfused::batch_norm_block_shifts, batch_norm_block_moments), a
+//                  normalize sweep x * scale + shift (batch_norm_apply_affine, the form
+//                  PyTorch's CPU kernel and the fused prologue use) and a ReLU sweep (in
+//                  place over the normalized tensor, as torchvision's DenseNet does), so
+//                  every reader of a concatenation recomputes its statistics; the activated
 //                  tensor A = max(0, BN(x)) is stored for backward; conv2d_forward(A).
-//   bn_relu        the same four sweeps into the unit's output.
+//   bn_relu        the same four sweeps into the unit's output, normalizing as
+//                  (x - mean) * scale + beta (batch_norm_apply, the fused BN-ReLU's form).
 //   bn             mean, variance and normalize sweeps into the unit's output.
 //   bn_add_relu    the same three sweeps, then the residual add and the ReLU (in place).
+// The statistics sweeps cut each channel into the blocks its producer's fused epilogue
+// uses, and batch_norm_finalize derives mean, invstd, scale and shift: with the
+// normalize forms above, both engines compute bitwise the same activations and ReLU
+// masks (a mask flipped by rounding, amplified by SGD, would otherwise part the runs).
 // Backward: unfused::bn_relu_conv2d_backward (weight gradient from the stored A, data
-// gradient, ReLU mask from A, BN reductions, BN dx: one sweep each);
+// gradient, ReLU mask from A, BN reductions in the fused epilogue's block order, BN dx:
+// one sweep each);
 // relu_backward + batch_norm_backward_reduce + bn_backward_dx for bn_relu and bn_add_relu
 // (whose ReLU gradient is the skip's gradient); the last two for bn.
 // Kept from forward to backward besides the network's buffers: A for every
 // BN-ReLU-conv (quadratic in a block's depth) and per-channel vectors.
 // Synchronized BN (a bn_synchronizer, data-parallel ranks), as frameworks do it: the
-// mean and variance sweeps give this rank's moments, which are made global before the
+// mean and variance passes (unfused::batch_norm_mean, batch_norm_variance) give this rank's moments, which are made global before the
 // normalize sweep; in backward, the reduction sweep's sums are all-reduced before the
 // dx sweep (bn_backward_dx_from_sums). Every BN unit synchronizes its own statistics.
 #pragma once
