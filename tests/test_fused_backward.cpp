@@ -232,6 +232,23 @@ TEST_CASE("fused and unfused BN-ReLU-conv backward agree in float", "[fused][bac
   }
 }
 
+TEST_CASE("fused and unfused BN-ReLU-conv backward give the same bits from the same activation",
+          "[fused][backward][unfused]") {
+  // The unfused reductions run in the fused epilogue's blocks and order, its dx and weight
+  // gradient are the same sweeps: with a = max(0, x * scale + shift) stored by the unfused
+  // forward, every gradient is bitwise the fused one (what keeps the trainer's engines together).
+  for (const conv2d_problem& pb : problems())
+    for (bool acc : {false, true}) {
+      CAPTURE(pb.n, pb.c, pb.h, pb.w, pb.k, pb.r, pb.stride, acc);
+      const bn_relu_conv_case<float> f(pb, 23);
+      const auto a = f.fused(acc), b = f.unfused(acc);
+      CHECK(a.dx == b.dx);
+      CHECK(a.dw == b.dw);
+      CHECK(a.dgamma == b.dgamma);
+      CHECK(a.dbeta == b.dbeta);
+    }
+}
+
 TEST_CASE("fused BN-ReLU-conv backward agrees with finite differences in double", "[fused][backward][fd]") {
   // loss = sum(conv(relu(BN_train(x)), w) * g), BN with the batch statistics of x (they move
   // with x). Central differences with h = 1e-6 have truncation error ~h^2 * third derivative

@@ -6,6 +6,7 @@
 
 #include "bnff/ops/batch_norm_finalize.hpp"
 #include "bnff/ops/batch_norm_stats.hpp"
+#include "bnff/ops/unfused/batch_norm_moments_passes.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "support/reference.hpp"
 #include "test_batch_norm_support.hpp"
@@ -235,4 +236,26 @@ TEST_CASE("batch_norm_finalize with m = 1 and m = 2", "[stats]") {
   CHECK(invstd[0] == float(1.0 / std::sqrt(1.0 + eps)));
   CHECK(rm[0] == 1.5f);  // 0.5 * 1 + 0.5 * 2
   CHECK(rv[0] == 1.5f);  // 0.5 * 1 + 0.5 * 2 (unbiased)
+}
+
+TEST_CASE("the unfused mean and variance sweeps reproduce batch_norm_stats bit for bit", "[stats][unfused]") {
+  // What lets the unfused trainer engine normalize with the fused engine's statistics: blocks
+  // short enough for block_moments' register path (block 16, a 7 x 7 plane), long ones and tails.
+  for (const shape4& s : {shape4{3, 4, 7, 7}, shape4{2, 3, 56, 56}, shape4{3, 2, 40, 41}, shape4{2, 5, 32, 32}})
+    for (index_t block : {index_t(16), index_t(100), index_t(528), index_t(1024)}) {
+      CAPTURE(s, block);
+      slice_tensor<float> x(s, 1, 2, 1);
+      x.fill_random(37, -3.0, 1.0);
+      const auto direct = stats_of(x, block);
+      std::vector<float> shifts(std::size_t(bnff::make_stats_partition(x.cview(), block).size()) + 2, -7.0f);
+      bnff::unfused::batch_norm_block_shifts(x.cview(), block, vview(shifts));
+      CHECK(shifts.back() == -7.0f);  // nothing past the partition written
+      std::vector<moments> two(std::size_t(s.c));
+      bnff::unfused::batch_norm_block_moments<xsimd::default_arch, float>(x.cview(), block, cvview(shifts), vview(two));
+      CHECK(same_bits(direct, two));
+    }
+  slice_tensor<float> x(shape4{2, 3, 8, 8}, 0, 0, 0);
+  std::vector<float> few(10);
+  CHECK_THROWS_WITH(bnff::unfused::batch_norm_block_shifts(x.cview(), 16, vview(few)),
+                    Catch::Contains("shifts") && Catch::Contains(">= 24"));
 }

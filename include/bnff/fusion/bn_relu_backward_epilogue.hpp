@@ -65,6 +65,31 @@ BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, cons
   return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
 }
 
+// The sums of relu_mask_block over an already masked dy: the same operations in
+// the same order (two accumulators in T over the full batches, the tail in
+// scalars, both added in double), so a separate reduction over the same blocks
+// (unfused::batch_norm_backward_reduce_blocks) gives bitwise the epilogue's partials.
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE bn_backward_partial bn_backward_block_sums(const T* BNFF_RESTRICT dy, const T* BNFF_RESTRICT x,
+                                                              index_t len, T mean) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  const batch vmean(mean);
+  batch s0(T(0)), s1(T(0));
+  double t0 = 0, t1 = 0;
+  fusion::detail::for_each_batch<T, Arch>(
+      len,
+      [&](index_t i) {
+        const batch d = batch::load_unaligned(dy + i);
+        s0 += d;
+        s1 = simd::fma(d, batch::load_unaligned(x + i) - vmean, s1);
+      },
+      [&](index_t i) {
+        t0 += double(dy[i]);
+        t1 += double(dy[i]) * double(x[i] - mean);
+      });
+  return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
+}
+
 }  // namespace detail
 
 // dy = da * [x * scale[c] + shift[c] > 0],  partial[c, n, b] = (sum dy, sum dy * (x - mean[c]))

@@ -139,10 +139,11 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
                            [&](index_t n, index_t b0, index_t b1) { blocks.reduce(t * per_task, n, b0, b1, sums); });
     for (index_t c = t * per_task; c < c_end; ++c) {
       const double istd = double(invstd[c]), sc = double(scale[c]);
-      const double sum_dy = sums[0], sum_dy_xhat = sums[1] * istd;
-      if (dbeta) dbeta[c] = T(sum_dy);
-      if (dgamma) dgamma[c] = T(sum_dy_xhat);
-      const batch k0(T(sc * sum_dy / m)), k1(T(sc * istd * sum_dy_xhat / m));
+      // dx from dbeta and dgamma as stored (rounded to T), as bn_backward_dx computes it.
+      const T sum_dy = T(sums[0]), sum_dy_xhat = T(sums[1] * istd);
+      if (dbeta) dbeta[c] = sum_dy;
+      if (dgamma) dgamma[c] = sum_dy_xhat;
+      const batch k0(T(sc * double(sum_dy) / m)), k1(T(sc * istd * double(sum_dy_xhat) / m));
       std::array<double, 2> next{0.0, 0.0};
       if (c + 1 < c_end) {
         // Walks (and prefetches) channel c + 1, whose planes have the same blocks as c's.
@@ -219,7 +220,8 @@ void bn_backward_sweeps_synced(const char* where, const tensor_view<const T>& x,
   check_sums_count(where, m, local);
   parallel_for(channels, [&](index_t c) {
     const double istd = double(invstd[c]), sc = double(scale[c]);
-    const double sum_dy = sums[2 * c], sum_dy_xhat = sums[2 * c + 1] * istd;
+    // Rounded to T as dbeta and dgamma are (the non-synchronized overload's bits, bn_backward_dx_from_sums's).
+    const double sum_dy = double(T(sums[2 * c])), sum_dy_xhat = double(T(sums[2 * c + 1] * istd));
     const batch k0(T(sc * sum_dy / m)), k1(T(sc * istd * sum_dy_xhat / m));
     for (index_t n = 0; n < x.n(); ++n)
       for (index_t b0 = 0; b0 < plane; b0 += block)
@@ -274,7 +276,8 @@ void check_batch_norm_backward(const char* where, const tensor_view<const T>& x,
 //   xc = x - mean,  y = xc * scale + beta   (the forward's value, recomputed)
 //   dy = dz * [y > 0] for bn_relu, dz for bn_identity   (no mask is stored)
 //   dbeta = sum(dy),  dgamma = sum(dy * xc) * invstd     (one sweep over x, dz)
-//   dx = scale * dy - (xc * invstd * scale * dgamma / m + scale * dbeta / m)   (second sweep)
+//   dx = scale * dy - (xc * invstd * scale * dgamma / m + scale * dbeta / m)   (second sweep, from
+//        dgamma and dbeta rounded to T as stored: bn_backward_dx's bits for the same dy)
 // which is scale * (dy - dbeta / m - xhat * dgamma / m). GradMode grad_overwrite
 // writes dx, grad_accumulate adds to it. The second sweep finds the channel in
 // cache when N * H * W * 2 elements fit in L2, so main memory sees x and dz once.

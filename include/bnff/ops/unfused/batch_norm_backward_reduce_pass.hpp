@@ -7,6 +7,7 @@
 #include <array>
 
 #include "bnff/config.hpp"
+#include "bnff/fusion/bn_relu_backward_epilogue.hpp"
 #include "bnff/ops/bn_checks.hpp"
 #include "bnff/ops/bn_tasks.hpp"
 #include "bnff/simd/fma.hpp"
@@ -66,6 +67,30 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
   });
 }
 
+// The same sums block by block: each (n, c) plane cut into blocks of `block` elements,
+// each block's (sum dy, sum dy * (x - mean)) as bn_backward_block_sums, added in
+// (n, b) order in double from zero (merge_bn_backward_channel's order).
+template <class Arch, class T>
+void unfused_batch_norm_backward_reduce_blocks_run(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                                   tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                                   vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                                   vector_view<const bnff::detail::nondeduced_t<T>> invstd,
+                                                   index_t block, vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
+  const std::array<tensor_view<const T>, 2> inputs{x, dy};
+  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
+    const T mean_c = mean[c];
+    bn_backward_partial acc;
+    bnff::detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
+      const bn_backward_partial p =
+          bn_backward_block_sums<T, Arch>(dy.plane_ptr(n, c) + b0, x.plane_ptr(n, c) + b0, b1 - b0, mean_c);
+      acc.sum_dy += p.sum_dy;
+      acc.sum_dy_xc += p.sum_dy_xc;
+    });
+    sum_dy[c] = T(acc.sum_dy);
+    sum_dy_xhat[c] = T(acc.sum_dy_xc * double(invstd[c]));
+  });
+}
+
 }  // namespace bnff::detail
 
 namespace bnff::unfused {
@@ -80,6 +105,22 @@ void batch_norm_backward_reduce(tensor_view<const bnff::detail::nondeduced_t<T>>
                                 vector_view<T> sum_dy_xhat) {
   bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
   bnff::detail::unfused_batch_norm_backward_reduce_run<Arch, T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+}
+
+// The same sums with the blocks and order of the fused backward's epilogue
+// (bn_relu_backward_epilogue over a partition of `block` elements per block):
+// for the same x and dy, sum_dy and sum_dy_xhat are bitwise those of
+// conv2d_backward_data_bn_relu merged by bn_backward_finalize.
+template <class Arch = xsimd::default_arch, class T>
+void batch_norm_backward_reduce_blocks(tensor_view<const bnff::detail::nondeduced_t<T>> x,
+                                       tensor_view<const bnff::detail::nondeduced_t<T>> dy,
+                                       vector_view<const bnff::detail::nondeduced_t<T>> mean,
+                                       vector_view<const bnff::detail::nondeduced_t<T>> invstd, index_t block,
+                                       vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
+  bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
+  check_arg(block > 0, "unfused::batch_norm_backward_reduce_blocks", "block", "> 0", block);
+  bnff::detail::unfused_batch_norm_backward_reduce_blocks_run<Arch, T>(x, dy, mean, invstd, block, sum_dy,
+                                                                       sum_dy_xhat);
 }
 
 }  // namespace bnff::unfused

@@ -28,7 +28,9 @@ void bn_relu_conv2d_backward(const conv2d_problem& problem, tensor_view<const T>
   conv2d_backward_data<T, Arch>(problem, dout, w, da, grad_overwrite{}, workspace);
   const tensor_view<const T> dy = da;
   unfused::relu_backward<Arch, T>(a, dy, da);
-  unfused::batch_norm_backward_reduce<Arch, T>(x, dy, mean, invstd, dbeta, dgamma);
+  // The reductions over the blocks of the fused epilogue: the same dgamma and dbeta bits.
+  const index_t block = conv2d_backward_data_plan<T, Arch>(problem, false).partition().block;
+  unfused::batch_norm_backward_reduce_blocks<Arch, T>(x, dy, mean, invstd, block, dbeta, dgamma);
   bn_backward_dx<T, Arch>(x, da, mean, invstd, scale, dgamma, dbeta, dx, mode);
 }
 
