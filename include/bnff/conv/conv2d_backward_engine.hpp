@@ -359,6 +359,21 @@ BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* BNFF_RESTRI
   for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
 }
 
+// Rows [0, rows) x columns [0, cols) of a dot block's sums into c (rows ldc apart), each
+// sum read through the block's slot order (slot[i * slot_ld + j]: where dot_block left the
+// sum of row pair (i, j)): stored on a segment's first run, added on the later ones.
+template <class T>
+BNFF_ALWAYS_INLINE void store_dot_sums(T* c, index_t ldc, const T* sums, const index_t* slot, index_t slot_ld,
+                                       index_t rows, index_t cols, bool first) noexcept {
+  for (index_t i = 0; i < rows; ++i, c += ldc) {
+    const index_t* si = slot + i * slot_ld;
+    if (first)
+      for (index_t j = 0; j < cols; ++j) c[j] = sums[si[j]];
+    else
+      for (index_t j = 0; j < cols; ++j) c[j] += sums[si[j]];
+  }
+}
+
 // Weight-gradient engine; arguments assumed valid. dw: K x CRS row-major with row stride ldw.
 // Prologue transforms the stored input while it is packed (the forward's prologue).
 template <class T, class Arch, class Prologue>
@@ -407,15 +422,7 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
             for (index_t ib = 0; ib < nrows_p; ib += mb) {
               alignas(64) T sums[mb * nb];
               dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
-              const index_t ri = std::min(mb, nrows - ib);
-              for (index_t i = 0; i < ri; ++i) {
-                T* c = out + (ib + i) * ldo + j0 + jb;
-                const index_t* si = slot + i * nb;
-                if (first)
-                  for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
-                else
-                  for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
-              }
+              store_dot_sums(out + ib * ldo + j0 + jb, ldo, sums, slot, nb, std::min(mb, nrows - ib), cj, first);
             }
           }
         };
@@ -480,15 +487,7 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
               for (index_t jb = 0; jb < ncols_p; jb += snb) {
                 alignas(64) T sums[smb * snb];
                 dot_block<T, Arch, int(smb), int(snb)>(ap + ib * kcp, b_rows + jb, kcp, kcp, sums);
-                const index_t cj = std::min(snb, ncols - jb);
-                for (index_t i = 0; i < ri; ++i) {
-                  T* c = out + (ib + i) * ldo + j0 + jb;
-                  const index_t* si = slot + i * snb;
-                  if (first)
-                    for (index_t j = 0; j < cj; ++j) c[j] = sums[si[j]];
-                  else
-                    for (index_t j = 0; j < cj; ++j) c[j] += sums[si[j]];
-                }
+                store_dot_sums(out + ib * ldo + j0 + jb, ldo, sums, slot, snb, ri, std::min(snb, ncols - jb), first);
               }
             }
           }
