@@ -37,41 +37,13 @@ inline bn_backward_partial merge_bn_backward_channel(const stats_partition& part
 
 namespace detail {
 
-// Sums of one block of len elements: dy = da * [x * scale + shift > 0] written over da,
-// and (sum dy, sum dy * (x - mean)). Vector body with two accumulators in T, the tail
-// in scalars, both added in double in a fixed order: the same bits wherever the block sits.
-template <class T, class Arch>
-BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, const T* BNFF_RESTRICT x, index_t len,
-                                                       T scale, T shift, T mean) noexcept {
-  using batch = xsimd::batch<T, Arch>;
-  const batch vsc(scale), vsh(shift), vmean(mean), zero(T(0));
-  batch s0(T(0)), s1(T(0));
-  double t0 = 0, t1 = 0;
-  fusion::detail::for_each_batch<T, Arch>(
-      len,
-      [&](index_t i) {
-        const batch xv = batch::load_unaligned(x + i);
-        const batch dy = xsimd::select(simd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
-        dy.store_unaligned(da + i);
-        s0 += dy;
-        s1 = simd::fma(dy, xv - vmean, s1);
-      },
-      [&](index_t i) {
-        const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);
-        da[i] = dy;
-        t0 += double(dy);
-        t1 += double(dy) * double(x[i] - mean);
-      });
-  return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
-}
-
-// The sums of relu_mask_block over an already masked dy: the same operations in
-// the same order (two accumulators in T over the full batches, the tail in
-// scalars, both added in double), so a separate reduction over the same blocks
-// (unfused::batch_norm_backward_reduce_blocks) gives bitwise the epilogue's partials.
-template <class T, class Arch>
-BNFF_ALWAYS_INLINE bn_backward_partial bn_backward_block_sums(const T* BNFF_RESTRICT dy, const T* BNFF_RESTRICT x,
-                                                              index_t len, T mean) noexcept {
+// (sum dy, sum dy * (x - mean)) over one block of len elements, dy[i] given by
+// vdy(i) for the full batches and sdy(i) for the tail: two accumulators in T over
+// the batches, the tail in scalars, both added in double in a fixed order, so the
+// bits depend only on the values and len (not on where the block sits).
+template <class T, class Arch, class VectorDy, class ScalarDy>
+BNFF_ALWAYS_INLINE bn_backward_partial block_backward_sums(const T* BNFF_RESTRICT x, index_t len, T mean,
+                                                           VectorDy&& vdy, ScalarDy&& sdy) noexcept {
   using batch = xsimd::batch<T, Arch>;
   const batch vmean(mean);
   batch s0(T(0)), s1(T(0));
@@ -79,15 +51,49 @@ BNFF_ALWAYS_INLINE bn_backward_partial bn_backward_block_sums(const T* BNFF_REST
   fusion::detail::for_each_batch<T, Arch>(
       len,
       [&](index_t i) {
-        const batch d = batch::load_unaligned(dy + i);
-        s0 += d;
-        s1 = simd::fma(d, batch::load_unaligned(x + i) - vmean, s1);
+        const batch xv = batch::load_unaligned(x + i);
+        const batch dy = vdy(i, xv);
+        s0 += dy;
+        s1 = simd::fma(dy, xv - vmean, s1);
       },
       [&](index_t i) {
-        t0 += double(dy[i]);
-        t1 += double(dy[i]) * double(x[i] - mean);
+        const T dy = sdy(i);
+        t0 += double(dy);
+        t1 += double(dy) * double(x[i] - mean);
       });
   return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
+}
+
+// The epilogue's block: dy = da * [x * scale + shift > 0] written over da, and its sums.
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, const T* BNFF_RESTRICT x, index_t len,
+                                                       T scale, T shift, T mean) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  const batch vsc(scale), vsh(shift), zero(T(0));
+  return block_backward_sums<T, Arch>(
+      x, len, mean,
+      [&](index_t i, const batch& xv) {
+        const batch dy = xsimd::select(simd::fma(xv, vsc, vsh) > zero, batch::load_unaligned(da + i), zero);
+        dy.store_unaligned(da + i);
+        return dy;
+      },
+      [&](index_t i) {
+        const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);
+        da[i] = dy;
+        return dy;
+      });
+}
+
+// The sums of relu_mask_block over an already masked dy: the same operations in
+// the same order, so a separate reduction over the same blocks
+// (unfused::batch_norm_backward_reduce_blocks) gives bitwise the epilogue's partials.
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE bn_backward_partial bn_backward_block_sums(const T* BNFF_RESTRICT dy, const T* BNFF_RESTRICT x,
+                                                              index_t len, T mean) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  return block_backward_sums<T, Arch>(
+      x, len, mean, [&](index_t i, const batch&) { return batch::load_unaligned(dy + i); },
+      [&](index_t i) { return dy[i]; });
 }
 
 }  // namespace detail
