@@ -22,6 +22,9 @@ struct matrix_packer {
     for (index_t k = 0; k < kcount; ++k)
       for (index_t j = 0; j < cols; ++j) bp[k * ldb + j] = b[(k0 + k) * ldb_src + j];
   }
+  bnff::gemm::lookahead lookahead(index_t k0, index_t kcount) const noexcept {
+    return bnff::gemm::lookahead(b + k0 * ldb_src, ldb_src, cols, kcount);
+  }
 };
 
 template <class T>
@@ -78,4 +81,57 @@ TEST_CASE("gemm_tile matches a double product around the tile sizes", "[gemm]") 
 TEST_CASE("gemm_tile in double", "[gemm]") {
   check_gemm<double>(13, 300, 37);
   check_gemm<double>(8, 5, 24);
+}
+
+// The lookahead only prefetches: gemm_tile with one gives the same bits as without.
+TEST_CASE("gemm_tile with a lookahead gives the bits of gemm_tile without", "[gemm]") {
+  using arch = xsimd::default_arch;
+  using blk = bnff::gemm::blocking<float>;
+  const index_t m = blk::mc + 5, kdim = 2 * blk::kc + 9, cols = 2 * blk::nr + 7;
+  const auto a = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(m * kdim), 3));
+  const auto b = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(kdim * cols), 4));
+  std::vector<float> ap(std::size_t(bnff::gemm::aligned_extent<float>(bnff::gemm::packed_a_size<float, arch>(m, kdim))));
+  std::vector<float> bp(std::size_t(bnff::gemm::aligned_extent<float>(bnff::gemm::packed_b_size<float, arch>(kdim, cols))));
+  float* apa = bnff::gemm::align_pointer(ap.data());
+  bnff::gemm::pack_a<float, arch>(
+      m, kdim, [&](index_t i, index_t k) { return a[std::size_t(i * kdim + k)]; }, apa);
+  matrix_packer<float> packer{b.data(), cols, cols};
+  std::vector<float> plain(std::size_t(m * cols)), ahead(std::size_t(m * cols));
+  bnff::gemm::gemm_tile<float, arch>(m, kdim, apa, packer, bnff::gemm::align_pointer(bp.data()), plain.data(), cols,
+                                     cols, [](index_t, index_t) {});
+  const bnff::gemm::lookahead next(a.data(), kdim, kdim, m);  // any readable rows
+  bnff::gemm::gemm_tile<float, arch>(m, kdim, apa, packer, bnff::gemm::align_pointer(bp.data()), ahead.data(), cols,
+                                     cols, [](index_t, index_t) {}, next);
+  REQUIRE(ahead == plain);
+}
+
+// The stream hands out every cache line its rows touch, each once, and nothing else;
+// paced over `steps` steps, it is done within them.
+TEST_CASE("lookahead covers its rows' cache lines within the paced steps", "[gemm]") {
+  alignas(64) static float data[40 * 64];
+  for (index_t start : {index_t(0), index_t(3), index_t(15)})
+    for (index_t elements : {index_t(1), index_t(16), index_t(37)}) {
+      const index_t rows = 5, ld = 3 * 64 + 5;  // row starts of every alignment
+      bnff::gemm::lookahead la(data + start, ld, elements, rows);
+      const index_t steps = 1000;
+      la.pace(steps);
+      std::vector<int> seen(sizeof(data) / 64, 0);
+      index_t issued = 0;
+      for (index_t s = 0; s < steps; ++s)
+        if (const char* p = la.next_line()) {
+          const auto byte = index_t(p - reinterpret_cast<const char*>(data));
+          REQUIRE(byte >= 0);
+          REQUIRE(byte < index_t(sizeof(data)));
+          ++seen[std::size_t(byte / 64)];
+          ++issued;
+        }
+      CHECK(issued <= la.lines());
+      CHECK(la.next_line() == nullptr);
+      std::vector<int> expect(seen.size(), 0);
+      for (index_t r = 0; r < rows; ++r) {
+        const index_t first = ((start + r * ld) * 4) / 64, last = ((start + r * ld + elements) * 4 - 1) / 64;
+        for (index_t line = first; line <= last; ++line) ++expect[std::size_t(line)];
+      }
+      CHECK(seen == expect);
+    }
 }

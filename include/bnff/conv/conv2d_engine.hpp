@@ -92,6 +92,11 @@ struct pointwise_packer {
       prologue.template transform<Arch>(c, x + c * ldx, bp + k * ldb, cols);
     }
   }
+
+  // The lines pack(k0, kcount) reads.
+  gemm::lookahead lookahead(index_t k0, index_t kcount) const noexcept {
+    return gemm::lookahead(x + k0 * ldx, ldx, cols, kcount);
+  }
 };
 
 // Rows of B are (c, r, s) triples; column j is output position col0 + j. Each row is
@@ -194,7 +199,15 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
       };
       if (pointwise) {
         pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + col0, x.strides().c, cols, prologue};
-        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish);
+        // The next task of this thread's share is most likely task + 1: its first block
+        // is prefetched while this one computes (a wrong guess costs only bandwidth).
+        gemm::lookahead next;
+        if (task + 1 < plan.tasks) {
+          const index_t n1 = (task + 1) / plan.tiles, c1 = ((task + 1) % plan.tiles) * plan.tile;
+          next = gemm::lookahead(x.plane_ptr(n1, 0) + c1, x.strides().c, std::min(plan.tile, plan.plane - c1),
+                                 std::min<index_t>(blk::kc, kdim));
+        }
+        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish, next);
       } else if (plan.in_place) {
         const slab_span sp(pb, col0, cols);
         T* slab = bp;

@@ -48,9 +48,15 @@ void pack_a(index_t m, index_t kdim, Get&& a, T* ap) {
 // Loop order (Goto): a kc x cols block of B is packed once (L2) and swept by every
 // block of mc rows of A (L1); each finished block of rows goes to `finish` at once.
 // bp: 64-byte aligned, packed_b_size(kdim, cols) elements.
-template <class T, class Arch, class Packer, class Finish>
+//
+// With a lookahead `next` (lookahead.hpp), the packer must also give
+// packer.lookahead(k0, kcount), the lines pack(k0, kcount) will read: while block k0
+// computes, the microkernels prefetch the next block's lines (packer.lookahead for
+// the next k0, then `next`: the first block of whatever the caller packs after this
+// tile). The results are the same bits with or without it.
+template <class T, class Arch, class Packer, class Finish, class Next = no_lookahead>
 void gemm_tile(index_t m, index_t kdim, const T* ap, Packer& packer, T* bp, T* c, index_t ldc, index_t cols,
-               Finish&& finish) {
+               Finish&& finish, const Next& next = Next{}) {
   using blk = blocking<T, Arch>;
   using kernel = microkernel<T, Arch, blk::mr, blk::nv>;
   constexpr index_t mr = blk::mr, nr = blk::nr;
@@ -61,6 +67,11 @@ void gemm_tile(index_t m, index_t kdim, const T* ap, Packer& packer, T* bp, T* c
     if (ldb > cols)  // zero the padding columns: no stale NaN or denormals in the spare lanes
       for (index_t k = 0; k < kcount; ++k) std::fill(bp + k * ldb + cols, bp + (k + 1) * ldb, T(0));
     const bool accumulate = k0 > 0, last = k0 + kcount == kdim;
+    Next ahead = next;
+    if constexpr (Next::active) {
+      if (!last) ahead = packer.lookahead(k0 + kcount, std::min<index_t>(blk::kc, kdim - k0 - kcount));
+      ahead.pace((m / mr) * (cols / nr) * kcount);  // the full tiles' k steps
+    }
     for (index_t i0 = 0; i0 < m; i0 += blk::mc) {
       const index_t i1 = std::min<index_t>(m, i0 + blk::mc);
       for (index_t j = 0; j < cols; j += nr) {
@@ -69,7 +80,7 @@ void gemm_tile(index_t m, index_t kdim, const T* ap, Packer& packer, T* bp, T* c
           const T* a = ap + i * kdim + k0 * mr;
           const index_t nrows = std::min<index_t>(mr, m - i);
           if (nrows == mr && ncols == nr)
-            kernel::run(kcount, a, bp + j, ldb, c + i * ldc + j, ldc, accumulate);
+            kernel::run(kcount, a, bp + j, ldb, c + i * ldc + j, ldc, accumulate, ahead);
           else
             kernel::run_edge(kcount, a, bp + j, ldb, c + i * ldc + j, ldc, accumulate, nrows, ncols);
         }

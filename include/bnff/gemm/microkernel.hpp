@@ -5,6 +5,7 @@
 
 #include "bnff/config.hpp"
 #include "bnff/gemm/blocking.hpp"
+#include "bnff/gemm/lookahead.hpp"
 #include "bnff/simd/fma.hpp"
 
 namespace bnff::gemm {
@@ -41,13 +42,28 @@ struct microkernel {
 
   static BNFF_ALWAYS_INLINE void run(index_t kc, const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ldb,
                                      T* BNFF_RESTRICT c, index_t ldc, bool accumulate) noexcept {
-    run_on(kc, a, packed_rows<T>{b, ldb}, c, ldc, accumulate);
+    no_lookahead none;
+    run_on(kc, a, packed_rows<T>{b, ldb}, c, ldc, accumulate, none);
+  }
+
+  // As run, stepping a lookahead (lookahead.hpp) once per k step.
+  template <class Ahead>
+  static BNFF_ALWAYS_INLINE void run(index_t kc, const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ldb,
+                                     T* BNFF_RESTRICT c, index_t ldc, bool accumulate, Ahead& ahead) noexcept {
+    run_on(kc, a, packed_rows<T>{b, ldb}, c, ldc, accumulate, ahead);
   }
 
   // As run, with B's rows given by a row source (packed_rows or indirect_rows).
   template <class Rows>
   static BNFF_ALWAYS_INLINE void run_on(index_t kc, const T* BNFF_RESTRICT a, const Rows& rows, T* BNFF_RESTRICT c,
                                         index_t ldc, bool accumulate) noexcept {
+    no_lookahead none;
+    run_on(kc, a, rows, c, ldc, accumulate, none);
+  }
+
+  template <class Rows, class Ahead>
+  static BNFF_ALWAYS_INLINE void run_on(index_t kc, const T* BNFF_RESTRICT a, const Rows& rows, T* BNFF_RESTRICT c,
+                                        index_t ldc, bool accumulate, Ahead& ahead) noexcept {
     batch acc[MR][NV];
 #pragma GCC unroll 32
     for (int i = 0; i < MR; ++i)
@@ -65,6 +81,7 @@ struct microkernel {
 #pragma GCC unroll 8
         for (int j = 0; j < NV; ++j) acc[i][j] = simd::fma(ai, bv[j], acc[i][j]);
       }
+      if constexpr (Ahead::active) ahead.step();
       a += MR;
     }
     if (accumulate) {
