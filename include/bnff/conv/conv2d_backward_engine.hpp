@@ -415,12 +415,16 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
         const bool first = ch == plan.seg_begin(seg);
         // The dot products of the packed dY rows with the packed im2col rows j0 .. j0 + ncols
         // (padded to whole register blocks), into the task's block of dW.
-        auto sweep = [&](index_t j0, index_t ncols, index_t kcp) {
+        // `ahead` prefetches what is packed next while the block computes.
+        auto sweep = [&](index_t j0, index_t ncols, index_t kcp, auto& ahead) {
           const index_t ncols_p = gemm::round_up(ncols, nb);
+          // A few lines before each register block: spread over the sweep, never a burst.
+          const index_t per_block = gemm::ceil_div(ahead.lines(), (ncols_p / nb) * (nrows_p / mb));
           for (index_t jb = 0; jb < ncols_p; jb += nb) {
             const index_t cj = std::min(nb, ncols - jb);
             for (index_t ib = 0; ib < nrows_p; ib += mb) {
               alignas(64) T sums[mb * nb];
+              ahead.issue(per_block);
               dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
               store_dot_sums(out + ib * ldo + j0 + jb, ldo, sums, slot, nb, std::min(mb, nrows - ib), cj, first);
             }
@@ -537,7 +541,28 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
           }
           for (index_t j = 0; j < ncols_p; ++j)
             std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
-          sweep(j0, ncols, kcp);
+          if (pointwise) {
+            // 1x1: the rows packed next are plain runs of dY and x; prefetch them (the first
+            // image's part of a run) while this block computes, as the forward engine does.
+            auto x_rows = [&](index_t g, index_t c0, index_t count) {
+              const index_t n = g / plan.plane, pos0 = g % plan.plane;
+              const index_t len = std::min(plan.chunk, plan.plane - pos0);
+              return gemm::lookahead(x.plane_ptr(n, c0) + pos0, x.strides().c, len, count);
+            };
+            gemm::lookahead_pair ahead;
+            if (j0 + plan.col_block < j_end) {
+              ahead.first = x_rows(g0, j0 + plan.col_block, std::min(plan.col_block, j_end - j0 - plan.col_block));
+            } else if (ch + 1 < plan.seg_end(seg)) {
+              const index_t g = g1, n = g / plan.plane, pos0 = g % plan.plane;
+              ahead.first = gemm::lookahead(dy.plane_ptr(n, i0) + pos0, dy.strides().c,
+                                            std::min(plan.chunk, plan.plane - pos0), nrows);
+              ahead.second = x_rows(g, j_begin, std::min(plan.col_block, j_end - j_begin));
+            }
+            sweep(j0, ncols, kcp, ahead);
+          } else {
+            gemm::lookahead none;  // no lines
+            sweep(j0, ncols, kcp, none);
+          }
         }
       }
     }

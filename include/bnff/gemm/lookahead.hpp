@@ -59,6 +59,38 @@ struct lookahead {
     if (const char* p = next_line()) __builtin_prefetch(p, 0, 2);
 #endif
   }
+
+  // The next `count` lines at once, whatever the pace (for kernels whose inner loop is
+  // too tight for a step: a few lines between calls).
+  void issue(index_t count) noexcept {
+    every = 1;
+    for (index_t i = 0; i < count; ++i) step();
+  }
+  bool done() const noexcept { return row >= rows; }
+};
+
+// Two lookaheads one after the other, paced together (the lines of two packings:
+// e.g. the next run's dY rows, then its first block of input rows).
+struct lookahead_pair {
+  static constexpr bool active = true;
+  lookahead first, second;
+
+  index_t lines() const noexcept { return first.lines() + second.lines(); }
+  void pace(index_t steps) noexcept {
+    const index_t n = lines();
+    first.every = second.every = n > 0 ? std::max<index_t>(1, steps / n) : 1;
+    first.tick = second.tick = 0;
+  }
+  BNFF_ALWAYS_INLINE void step() noexcept {
+    if (first.row < first.rows)
+      first.step();
+    else
+      second.step();
+  }
+  void issue(index_t count) noexcept {
+    first.every = second.every = 1;
+    for (index_t i = 0; i < count; ++i) step();
+  }
 };
 
 // No lookahead: the microkernel's k loop as it is.
