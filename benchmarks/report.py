@@ -266,6 +266,37 @@ def check_targets(entries, ceil):
     return rows
 
 
+def headroom(entries, ceil):
+    """Rows bounding what any fusion can give a composite layer against this run's unfused baseline.
+
+    Both engines run the same convolutions, which cannot take less than C* = the
+    layer's flops at ceiling_gemm. Then, for fused/unfused:
+      - with today's saving s = unfused - fused (the passes fusion removes, minus the
+        fusion's own cost) and convolutions at the ceiling: at most 1 + s / C*;
+      - forward only: with every non-convolution millisecond of the unfused run removed,
+        U = unfused - (plain conv1 + plain conv2) (conv_fwd/fused at the layer's two
+        convolutions), and convolutions at the ceiling: at most 1 + U / C*.
+    """
+    rows = []
+    for fam in ["cpl_fwd", "cpl_bwd", "cpl_step", "bottleneck_step"]:
+        for e in sorted((e for e in entries.values() if e.family == fam and e.variant == "fused"),
+                        key=lambda e: (natural_key(e.shape), e.threads)):
+            u = entries.get((fam, "unfused", e.shape, e.threads))
+            c = ceil.get("ceiling_gemm", {}).get(e.threads)
+            if u is None or not c or not e.flops or not e.ms or not u.ms:
+                continue
+            floor_ms = e.flops * e.ms / (c * 1e9)  # flops per iteration at the ceiling, in ms
+            saved = u.ms - e.ms
+            best_now = 1 + saved / floor_ms
+            best_any = None
+            if fam == "cpl_fwd":
+                convs = [entries.get(("conv_fwd", "fused", f"{e.shape}.conv{i}", e.threads)) for i in (1, 2)]
+                if all(x is not None and x.ms for x in convs):
+                    best_any = 1 + (u.ms - sum(x.ms for x in convs)) / floor_ms
+            rows.append((fam, e.shape, e.threads, ratio(u, e), floor_ms, saved, best_now, best_any))
+    return rows
+
+
 def write_report(path_json, entries, context, errors, unparsed, out_dir, plots):
     ceil = ceilings(entries)
     present = {e.family for e in entries.values()}
@@ -312,6 +343,24 @@ def write_report(path_json, entries, context, errors, unparsed, out_dir, plots):
     for text, measured, verdict in check_targets(entries, ceil):
         L.append(f"| {text} | {measured} | {verdict} |")
     L.append("")
+
+    head = headroom(entries, ceil)
+    if head:
+        L.append("## Headroom of the layer targets")
+        L.append("")
+        L.append("Upper bounds on fused / unfused for the composite layers, from this run alone. Both engines run "
+                 "the same convolutions, which cannot take less than the layer's flops at `ceiling_gemm` (C*). "
+                 "*At the ceiling* keeps today's saving (unfused - fused) and puts the convolutions at C*: "
+                 "1 + saving / C*. *Any fusion* (forward) also removes every millisecond of the unfused run that is "
+                 "not its two plain convolutions (`conv_fwd` at `<layer>.conv1` and `.conv2`): 1 + that / C*. "
+                 "A target above the bound cannot be met on this machine by fusion or by faster convolutions.")
+        L.append("")
+        L.append("| family | shape | threads | fused / unfused | C* ms | saving ms | at the ceiling | any fusion |")
+        L.append("|---|---|---|---|---|---|---|---|")
+        for fam, shape, t, r, floor_ms, saved, best_now, best_any in head:
+            L.append(f"| `{fam}` | `{shape}` | {t} | {fmt(r, 2, 'x')} | {fmt(floor_ms, 1)} | {fmt(saved, 1)} | "
+                     f"{fmt(best_now, 2, 'x')} | {fmt(best_any, 2, 'x')} |")
+        L.append("")
 
     plot_data = {}
     L.append("## Families")
