@@ -221,6 +221,7 @@ std::vector<conv2d_problem> sweep() {
   out.push_back({3, 16, 7, 9, 15, 1, 1, 0, 2});   // strided 1x1: the im2col path
   out.push_back({1, 1, 27, 25, 3, 3, 3, 1, 1});   // P*Q = 675: several column tiles
   out.push_back({1, 4, 40, 41, 9, 1, 1, 0, 1});   // pointwise with several column tiles
+  out.push_back({7, 5, 10, 10, 9, 1, 1, 0, 1});   // pointwise, small planes: image groups of 4 and 3
   // Stride 1 with Q == W packs each B row as one shifted run: the second tile starts
   // inside a row (column 2, or 27 of 29) so edge-padding runs cross its first column.
   out.push_back({1, 2, 20, 26, 5, 5, 5, 2, 1});
@@ -262,8 +263,9 @@ TEST_CASE("conv forward in double", "[conv]") {
 }
 
 TEST_CASE("fused forward equals the unfused passes and is thread-count independent", "[conv]") {
-  for (const conv2d_problem& pb :
-       {conv2d_problem{3, 17, 30, 29, 16, 1, 1, 0, 1}, conv2d_problem{2, 9, 23, 24, 7, 3, 3, 1, 1}}) {
+  for (const conv2d_problem& pb : {conv2d_problem{3, 17, 30, 29, 16, 1, 1, 0, 1},
+                                   conv2d_problem{2, 9, 23, 24, 7, 3, 3, 1, 1},
+                                   conv2d_problem{9, 9, 9, 9, 16, 1, 1, 0, 1}}) {
     conv_tester<float> t;
     t.problem(pb).operation(op::bn_relu_conv_stats);
     t.make_inputs();
@@ -317,4 +319,19 @@ TEST_CASE("epilogue statistics equal the standalone kernel's on a non-default ar
   const conv2d_problem pb{2, 5, 37, 41, 9, 3, 3, 1, 1};  // planes of 1517: blocks cut inside a plane
   check_epilogue_stats_equal_standalone<xsimd::sse2>(pb);
   check_epilogue_stats_equal_standalone<xsimd::fma3<xsimd::avx2>>(pb);
+}
+
+// Small pointwise planes are computed several images per task; the cases above cover that
+// path only while the plan takes it.
+TEST_CASE("small pointwise planes are computed in image groups", "[conv]") {
+  const bnff::conv2d_plan<float> sevens({7, 5, 10, 10, 9, 1, 1, 0, 1});
+  CHECK(sevens.group == 4);
+  CHECK(sevens.tasks == 2);
+  const bnff::conv2d_plan<float> nines({9, 9, 9, 9, 16, 1, 1, 0, 1});
+  CHECK(nines.group == 5);
+  CHECK(nines.tasks == 2);
+  CHECK(bnff::conv2d_plan<float>({3, 16, 7, 5, 3, 1, 1, 0, 1}).group == 3);
+  // Large planes and single images keep one image per task.
+  CHECK(bnff::conv2d_plan<float>({3, 17, 30, 29, 16, 1, 1, 0, 1}).group == 1);
+  CHECK(bnff::conv2d_plan<float>({1, 5, 9, 9, 17, 1, 1, 0, 1}).group == 1);
 }

@@ -33,7 +33,12 @@ struct conv2d_plan {
   index_t plane = 0;  // P * Q
   index_t tile = 0;   // output columns per task: a multiple of nr, at most about nc_max
   index_t tiles = 0;  // column tiles per image
-  index_t tasks = 0;  // images * tiles
+  index_t tasks = 0;  // images * tiles, or image groups
+  // Pointwise with small planes (14 x 14, 7 x 7): a task computes `group` images side by
+  // side, group * plane columns (a 7 x 7 plane alone would fill 49 of 96 columns of
+  // its register tiles); its output goes to a scratch tile and then to each image.
+  index_t group = 1;
+  index_t group_ld = 0;  // row stride of the scratch tile (a multiple of nr)
   // Stride 1, not pointwise: B is read in place from a padded slab of input rows (padded_slab.hpp).
   bool in_place = false;
   index_t slab_ld = 0;  // slab elements per input channel
@@ -47,6 +52,13 @@ struct conv2d_plan {
     tile = gemm::round_up(gemm::ceil_div(plane, parts), blk::nr);
     tiles = gemm::ceil_div(plane, tile);
     tasks = pb.n * tiles;
+    if (pb.is_pointwise() && pb.n > 1 && 2 * plane <= blk::nc_max) {
+      // As many images as fit in about nc_max columns, balanced over the groups.
+      const index_t groups = gemm::ceil_div(pb.n, blk::nc_max / plane);
+      group = gemm::ceil_div(pb.n, groups);
+      tasks = gemm::ceil_div(pb.n, group);
+      group_ld = gemm::round_up(group * plane, blk::nr);
+    }
     in_place = pb.stride == 1 && !pb.is_pointwise();
     if (in_place)
       for (index_t t = 0; t < tiles; ++t) {
@@ -59,9 +71,13 @@ struct conv2d_plan {
   index_t packed_a_size() const noexcept {
     return gemm::aligned_extent<T>(gemm::packed_a_size<T, Arch>(problem.k, kdim));
   }
-  index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(gemm::packed_b_size<T, Arch>(kdim, tile)); }
-  // Per-thread scratch: a packed B block, or (in place) the input slab and the output grid tile.
+  index_t packed_b_size() const noexcept {
+    return gemm::aligned_extent<T>(gemm::packed_b_size<T, Arch>(kdim, group > 1 ? group_ld : tile));
+  }
+  // Per-thread scratch: a packed B block (and, with image groups, the output tile), or
+  // (in place) the input slab and the output grid tile.
   index_t thread_scratch_size() const noexcept {
+    if (group > 1) return packed_b_size() + gemm::aligned_extent<T>(problem.k * group_ld);
     if (!in_place) return packed_b_size();
     return gemm::aligned_extent<T>(problem.c * slab_ld) + gemm::aligned_extent<T>(problem.k * grid_ld);
   }
@@ -96,6 +112,21 @@ struct pointwise_packer {
   // The lines pack(k0, kcount) reads.
   gemm::lookahead lookahead(index_t k0, index_t kcount) const noexcept {
     return gemm::lookahead(x + k0 * ldx, ldx, cols, kcount);
+  }
+};
+
+// Pointwise, several images side by side: row c of B is channel c of images n0, n0 + 1, ...,
+// `plane` columns each.
+template <class T, class Arch, class Prologue>
+struct pointwise_group_packer {
+  const tensor_view<const T>& x;
+  index_t n0, images, plane;
+  const Prologue& prologue;
+
+  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
+    for (index_t k = 0; k < kcount; ++k)
+      for (index_t i = 0; i < images; ++i)
+        prologue.template transform<Arch>(k0 + k, x.plane_ptr(n0 + i, k0 + k), bp + k * ldb + i * plane, plane);
   }
 };
 
@@ -190,6 +221,25 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
     T* bp = gemm::align_pointer(scratch);
     const T* b_rows[blk::kc];  // B's rows for one depth block, when read in place
     for (index_t task = queue.claim(thread); task < plan.tasks; task = queue.claim(thread)) {
+      if (plan.group > 1) {
+        // Images n0 .. n0 + images - 1 into the scratch tile, then each image's rows to y,
+        // and the epilogue sees one tile per image (the whole plane), as without groups.
+        const index_t n0 = task * plan.group, images = std::min(plan.group, pb.n - n0);
+        T* tile = gemm::align_pointer(scratch + plan.packed_b_size());
+        const index_t ldy = y.strides().c;
+        auto finish = [&](index_t row0, index_t rows) {
+          for (index_t i = 0; i < images; ++i) {
+            T* yi = y.plane_ptr(n0 + i, 0);
+            for (index_t r = row0; r < row0 + rows; ++r)
+              std::copy(tile + r * plan.group_ld + i * plan.plane, tile + r * plan.group_ld + (i + 1) * plan.plane,
+                        yi + r * ldy);
+            epilogue(output_tile<T>{yi + row0 * ldy, ldy, n0 + i, row0, rows, 0, plan.plane});
+          }
+        };
+        pointwise_group_packer<T, Arch, Prologue> packer{x, n0, images, plan.plane, prologue};
+        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
+        continue;
+      }
       const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;
       const index_t cols = std::min(plan.tile, plan.plane - col0);
       T* c = y.plane_ptr(n, 0) + col0;
