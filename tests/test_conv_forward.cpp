@@ -222,6 +222,7 @@ std::vector<conv2d_problem> sweep() {
   out.push_back({1, 1, 27, 25, 3, 3, 3, 1, 1});   // P*Q = 675: several column tiles
   out.push_back({1, 4, 40, 41, 9, 1, 1, 0, 1});   // pointwise with several column tiles
   out.push_back({7, 5, 10, 10, 9, 1, 1, 0, 1});   // pointwise, small planes: image groups of 4 and 3
+  out.push_back({7, 6, 9, 9, 10, 3, 3, 1, 1});    // 3x3, small planes: im2col in groups of 4 and 3
   // Stride 1 with Q == W packs each B row as one shifted run: the second tile starts
   // inside a row (column 2, or 27 of 29) so edge-padding runs cross its first column.
   out.push_back({1, 2, 20, 26, 5, 5, 5, 2, 1});
@@ -321,9 +322,9 @@ TEST_CASE("epilogue statistics equal the standalone kernel's on a non-default ar
   check_epilogue_stats_equal_standalone<xsimd::fma3<xsimd::avx2>>(pb);
 }
 
-// Small pointwise planes are computed several images per task; the cases above cover that
-// path only while the plan takes it.
-TEST_CASE("small pointwise planes are computed in image groups", "[conv]") {
+// Small planes are computed several images per task; the cases above cover that path
+// only while the plan takes it.
+TEST_CASE("small planes are computed in image groups", "[conv]") {
   const bnff::conv2d_plan<float> sevens({7, 5, 10, 10, 9, 1, 1, 0, 1});
   CHECK(sevens.group == 4);
   CHECK(sevens.tasks == 2);
@@ -331,6 +332,15 @@ TEST_CASE("small pointwise planes are computed in image groups", "[conv]") {
   CHECK(nines.group == 5);
   CHECK(nines.tasks == 2);
   CHECK(bnff::conv2d_plan<float>({3, 16, 7, 5, 3, 1, 1, 0, 1}).group == 3);
+  // 3x3 stride 1 leaves its in-place grid only where the grid wastes a third of its columns.
+  const bnff::conv2d_plan<float> small3({3, 15, 7, 9, 16, 3, 3, 1, 1});  // grid 7 x 11 in 96 columns
+  CHECK(small3.group == 3);
+  CHECK_FALSE(small3.in_place);
+  const bnff::conv2d_plan<float> fourteen({2, 4, 14, 14, 8, 3, 3, 1, 1});  // grid 14 x 16 in 240
+  CHECK(fourteen.group == 1);
+  CHECK(fourteen.in_place);
+  CHECK(bnff::conv2d_plan<float>({3, 16, 7, 9, 15, 1, 1, 0, 2}).group == 3);  // strided: im2col
+  CHECK(bnff::conv2d_plan<float>({7, 6, 9, 9, 10, 3, 3, 1, 1}).group == 4);
   // Large planes and single images keep one image per task.
   CHECK(bnff::conv2d_plan<float>({3, 17, 30, 29, 16, 1, 1, 0, 1}).group == 1);
   CHECK(bnff::conv2d_plan<float>({1, 5, 9, 9, 17, 1, 1, 0, 1}).group == 1);

@@ -34,9 +34,10 @@ struct conv2d_plan {
   index_t tile = 0;   // output columns per task: a multiple of nr, at most about nc_max
   index_t tiles = 0;  // column tiles per image
   index_t tasks = 0;  // images * tiles, or image groups
-  // Pointwise with small planes (14 x 14, 7 x 7): a task computes `group` images side by
-  // side, group * plane columns (a 7 x 7 plane alone would fill 49 of 96 columns of
-  // its register tiles); its output goes to a scratch tile and then to each image.
+  // Small planes (14 x 14, 7 x 7): a task computes `group` images side by side, group *
+  // plane columns of B built as for each image alone (a 7 x 7 plane alone would fill 49
+  // of the 96 columns its register tiles compute, and the in-place path's padded grid
+  // fewer still); its output goes to a scratch tile and then to each image.
   index_t group = 1;
   index_t group_ld = 0;  // row stride of the scratch tile (a multiple of nr)
   // Stride 1, not pointwise: B is read in place from a padded slab of input rows (padded_slab.hpp).
@@ -52,14 +53,19 @@ struct conv2d_plan {
     tile = gemm::round_up(gemm::ceil_div(plane, parts), blk::nr);
     tiles = gemm::ceil_div(plane, tile);
     tasks = pb.n * tiles;
-    if (pb.is_pointwise() && pb.n > 1 && 2 * plane <= blk::nc_max) {
+    // Stride 1, not pointwise, reads B in place on a padded grid instead, without packing:
+    // worth giving up only where that grid wastes a third of its columns or more
+    // (7 x 7: 49 of 96; 14 x 14 with pad 1: 196 of 240, which stays in place).
+    const bool grid_path = pb.stride == 1 && !pb.is_pointwise();
+    const bool grid_wastes = 3 * plane < 2 * gemm::round_up(pb.p() * (pb.w + 2 * pb.pad), blk::nr);
+    if (pb.n > 1 && 2 * plane <= blk::nc_max && (!grid_path || grid_wastes)) {
       // As many images as fit in about nc_max columns, balanced over the groups.
       const index_t groups = gemm::ceil_div(pb.n, blk::nc_max / plane);
       group = gemm::ceil_div(pb.n, groups);
       tasks = gemm::ceil_div(pb.n, group);
       group_ld = gemm::round_up(group * plane, blk::nr);
     }
-    in_place = pb.stride == 1 && !pb.is_pointwise();
+    in_place = pb.stride == 1 && !pb.is_pointwise() && group == 1;
     if (in_place)
       for (index_t t = 0; t < tiles; ++t) {
         const detail::slab_span sp(pb, t * tile, std::min(tile, plane - t * tile));
@@ -112,21 +118,6 @@ struct pointwise_packer {
   // The lines pack(k0, kcount) reads.
   gemm::lookahead lookahead(index_t k0, index_t kcount) const noexcept {
     return gemm::lookahead(x + k0 * ldx, ldx, cols, kcount);
-  }
-};
-
-// Pointwise, several images side by side: row c of B is channel c of images n0, n0 + 1, ...,
-// `plane` columns each.
-template <class T, class Arch, class Prologue>
-struct pointwise_group_packer {
-  const tensor_view<const T>& x;
-  index_t n0, images, plane;
-  const Prologue& prologue;
-
-  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
-    for (index_t k = 0; k < kcount; ++k)
-      for (index_t i = 0; i < images; ++i)
-        prologue.template transform<Arch>(k0 + k, x.plane_ptr(n0 + i, k0 + k), bp + k * ldb + i * plane, plane);
   }
 };
 
@@ -202,6 +193,29 @@ struct im2col_packer {
   }
 };
 
+// Several images side by side: columns [i * plane, (i + 1) * plane) of B are image n0 + i's,
+// as the pointwise or the im2col packer builds them for that image alone.
+template <class T, class Arch, class Prologue>
+struct group_packer {
+  const tensor_view<const T>& x;
+  const conv2d_problem& pb;
+  index_t n0, images, plane;
+  const Prologue& prologue;
+
+  void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
+    for (index_t i = 0; i < images; ++i) {
+      if (pb.is_pointwise()) {
+        for (index_t k = 0; k < kcount; ++k)
+          prologue.template transform<Arch>(k0 + k, x.plane_ptr(n0 + i, k0 + k), bp + k * ldb + i * plane, plane);
+      } else {
+        const im2col_packer<T, Arch, Prologue> one{
+            x.plane_ptr(n0 + i, 0), x.strides().c, x.strides().h, pb, 0, plane, prologue};
+        one.pack(k0, kcount, bp + i * plane, ldb);
+      }
+    }
+  }
+};
+
 // The engine itself; arguments are assumed valid (the public operations check them).
 // Epilogue receives every output_tile<T> once, from the task that owns it.
 template <class T, class Arch, class Prologue, class Epilogue>
@@ -236,7 +250,7 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
             epilogue(output_tile<T>{yi + row0 * ldy, ldy, n0 + i, row0, rows, 0, plan.plane});
           }
         };
-        pointwise_group_packer<T, Arch, Prologue> packer{x, n0, images, plan.plane, prologue};
+        group_packer<T, Arch, Prologue> packer{x, pb, n0, images, plan.plane, prologue};
         gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
         continue;
       }
