@@ -5,7 +5,8 @@
 //   Y_n[K x PQ] = W[K x CRS] * B_n[CRS x PQ],  B_n = im2col(prologue(X_n))
 //
 // 1x1 stride-1 convolutions read B_n straight from the input planes (no im2col);
-// other shapes build each block of B_n from the input rows it covers. Tasks are
+// other shapes build each block of B_n from the input rows it covers. Small planes
+// (7 x 7, 14 x 14) put several images side by side in one task's columns. Tasks are
 // fixed by the problem size; threads only claim which task to run next, so outputs
 // and epilogue results are identical for any thread count.
 #pragma once
