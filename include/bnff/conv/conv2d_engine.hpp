@@ -206,8 +206,8 @@ struct group_packer {
   void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
     for (index_t i = 0; i < images; ++i) {
       if (pb.is_pointwise()) {
-        for (index_t k = 0; k < kcount; ++k)
-          prologue.template transform<Arch>(k0 + k, x.plane_ptr(n0 + i, k0 + k), bp + k * ldb + i * plane, plane);
+        const pointwise_packer<T, Arch, Prologue> one{x.plane_ptr(n0 + i, 0), x.strides().c, plane, prologue};
+        one.pack(k0, kcount, bp + i * plane, ldb);
       } else {
         const im2col_packer<T, Arch, Prologue> one{
             x.plane_ptr(n0 + i, 0), x.strides().c, x.strides().h, pb, 0, plane, prologue};

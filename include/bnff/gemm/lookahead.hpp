@@ -69,18 +69,12 @@ struct lookahead {
   bool done() const noexcept { return row >= rows; }
 };
 
-// Two lookaheads one after the other, paced together (the lines of two packings:
-// e.g. the next run's dY rows, then its first block of input rows).
+// Two lookaheads one after the other, issued a few lines at a time (the lines of two
+// packings: e.g. the next run's dY rows, then its first block of input rows).
 struct lookahead_pair {
-  static constexpr bool active = true;
   lookahead first, second;
 
   index_t lines() const noexcept { return first.lines() + second.lines(); }
-  void pace(index_t steps) noexcept {
-    const index_t n = lines();
-    first.every = second.every = n > 0 ? std::max<index_t>(1, steps / n) : 1;
-    first.tick = second.tick = 0;
-  }
   BNFF_ALWAYS_INLINE void step() noexcept {
     if (first.row < first.rows)
       first.step();
@@ -96,7 +90,6 @@ struct lookahead_pair {
 // No lookahead: the microkernel's k loop as it is.
 struct no_lookahead {
   static constexpr bool active = false;
-  void pace(index_t) noexcept {}
   BNFF_ALWAYS_INLINE void step() noexcept {}
 };
 
