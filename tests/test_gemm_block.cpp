@@ -6,7 +6,9 @@
 #include <limits>
 #include <vector>
 
+#include "bnff/conv/conv2d_backward_engine.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/simd/transpose.hpp"
 #include "support/random.hpp"
 
 namespace {
@@ -162,4 +164,55 @@ TEST_CASE("lookahead_pair issues the first stream, then the second", "[gemm]") {
   pair.issue(100);
   CHECK(pair.first.done());
   CHECK(pair.second.done());
+}
+
+namespace {
+
+// transpose_tile on rows at odd offsets into a destination with a wider row stride: every
+// element lands at its transposed place, and nothing outside the tile is written.
+template <class T>
+void check_transpose_tile() {
+  using arch = xsimd::default_arch;
+  constexpr index_t w = index_t(xsimd::batch<T, arch>::size);
+  std::vector<T> src(std::size_t(w * (w + 3) + 1));
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = T(i) + T(0.25);
+  const T* rows[w];
+  for (index_t i = 0; i < w; ++i) rows[i] = src.data() + 1 + i * (w + 3);
+  const index_t ld = w + 5;
+  std::vector<T> dst(std::size_t(w * ld + 2), T(-1));
+  bnff::simd::transpose_tile<T, arch>(rows, dst.data() + 1, ld);
+  for (index_t j = 0; j < w; ++j)
+    for (index_t i = 0; i < ld; ++i) {
+      const T got = dst[std::size_t(1 + j * ld + i)];
+      if (i < w)
+        REQUIRE(got == rows[i][j]);
+      else if (1 + j * ld + i < index_t(dst.size()))
+        REQUIRE(got == T(-1));
+    }
+  REQUIRE(dst[0] == T(-1));
+}
+
+}  // namespace
+
+TEST_CASE("transpose_tile moves element (i, j) to (j, i)", "[gemm][simd]") {
+  check_transpose_tile<float>();
+  check_transpose_tile<double>();
+}
+
+TEST_CASE("pack_transposed turns rows into columns, zero past the rows", "[gemm][simd]") {
+  using arch = xsimd::default_arch;
+  constexpr index_t w = index_t(xsimd::batch<float, arch>::size);
+  for (const index_t nrows : {index_t(1), w - 1, w, w + 3}) {
+    for (const index_t len : {index_t(1), w, 2 * w + 5}) {
+      const index_t nrows_p = (nrows + w - 1) / w * w, lda = nrows_p;
+      std::vector<float> src(std::size_t(nrows * 40));
+      for (std::size_t i = 0; i < src.size(); ++i) src[i] = float(i) + 0.5f;
+      std::vector<float> dst(std::size_t((len + w) * lda), std::numeric_limits<float>::quiet_NaN());
+      bnff::detail::pack_transposed<float, arch>(
+          nrows, nrows_p, len, [&](index_t i) { return src.data() + i * 40 + 3; }, dst.data(), lda);
+      for (index_t p = 0; p < len; ++p)
+        for (index_t i = 0; i < nrows_p; ++i)
+          REQUIRE(dst[std::size_t(p * lda + i)] == (i < nrows ? src[std::size_t(i * 40 + 3 + p)] : 0.0f));
+    }
+  }
 }

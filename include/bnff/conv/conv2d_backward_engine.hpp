@@ -13,8 +13,8 @@
 //   it in order and leave a partial dW per segment, added in segment order, so
 //   the reduction over images is deterministic; the input operand is built by
 //   the forward im2col/pointwise packers (with their prologue: padding stays zero
-//   after the transform). Both operands keep positions contiguous, so the product is
-//   a block of dot products along positions (no transposes).
+//   after the transform). dY is packed transposed (positions x K), so the product is
+//   an outer product per position in registers, with no horizontal sums.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +32,7 @@
 #include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/simd/fma.hpp"
+#include "bnff/simd/transpose.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -93,18 +94,24 @@ template <class T, class Arch = xsimd::default_arch>
 struct conv2d_backward_weights_plan {
   using batch = xsimd::batch<T, Arch>;
   static constexpr index_t width = index_t(batch::size);
-  // Register block: mb rows of dY (streamed from L2) against nb rows of im2col (kept in L1),
-  // mb * nb = 16 vector accumulators and mb + nb = 10 loads per 16 FMAs; only mb of them
-  // come from L2, which bounds the kernel when the dY block outgrows L1.
-  static constexpr index_t mb = 2, nb = 8;
-  // With a slab the im2col rows are unaligned shifted runs: the block turns around, 8 dY rows
-  // (in L1) against 2 slab rows, so that only 2 of the 10 loads per 16 FMAs split cache lines.
-  static constexpr index_t slab_mb = 8, slab_nb = 2;
+  // Register tile of the outer-product kernel (wgrad_block): MR im2col rows, each element
+  // broadcast (read in place: packed rows or shifted runs of a slab, any alignment, so no
+  // load splits a cache line), against NV batches of transposed dY (dY^T[position][k]).
+  // With 32 vector registers (AVX-512): 6 x 4 = 24 accumulators, 10 loads per 24 FMAs,
+  // or 12 x 2 where dY has at most 2 batches of rows (a 3x3 conv of growth 32 would waste
+  // half of 4 batches); with 16 registers, 6 x 2.
+  static constexpr bool many_registers = sizeof(batch) >= 64;
+  static constexpr index_t wide_mr = 6, wide_nv = many_registers ? 4 : 2;
+  static constexpr index_t narrow_mr = many_registers ? 12 : 6, narrow_nv = 2;
+  static constexpr index_t max_mr = narrow_mr > wide_mr ? narrow_mr : wide_mr;
   static constexpr index_t kc = 512;  // positions per packed run (a multiple of every width)
   static constexpr index_t max_segments = 4;
-  static constexpr index_t max_col_block = 128;  // a multiple of nb
-  // Runs read in place from a slab need no packed im2col block in L2: longer runs, fewer reductions.
+  static constexpr index_t max_col_block = 128;
+  // Runs read in place from a slab need no packed im2col block in L2: longer runs, fewer passes.
   static constexpr index_t slab_kc = 1024;
+  // Positions per kernel call: the kernel's block of dY^T, kc_inner x NV batches, stays in
+  // L1 (32 KiB) while every column of the block sweeps it.
+  static constexpr index_t inner_bytes = 32 * 1024;
   static_assert(kc % width == 0 && slab_kc % width == 0, "runs are whole batches");
   conv2d_problem problem{};
   index_t rows = 0, cols = 0, plane = 0;  // K, C*R*S, P*Q
@@ -121,6 +128,11 @@ struct conv2d_backward_weights_plan {
   // run i of image n covers grid positions [i * chunk, min((i + 1) * chunk, grid)).
   bool slab = false;
   index_t wp = 0, hp = 0, grid = 0, runs_per_image = 0, slab_plane = 0;
+  // The register tile: narrow (narrow_mr x narrow_nv) when dY has at most narrow_nv
+  // batches of rows. Rows of dW (K) are handled `lanes` = NV * width at a time, columns
+  // (C*R*S) `mr` at a time; rows_p and cols_p round K and C*R*S up to them.
+  bool narrow = false;
+  index_t mr = 0, lanes = 0, kc_inner = 0, rows_p = 0, cols_p = 0;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
@@ -149,9 +161,15 @@ struct conv2d_backward_weights_plan {
       chunks = gemm::ceil_div(total, chunk);
     }
     segments = std::min(max_segments, chunks);
-    // Column blocks of at most 128 im2col rows (one packed block); the dY block of a task,
+    narrow = many_registers && rows <= narrow_nv * width;
+    mr = narrow ? narrow_mr : wide_mr;
+    lanes = (narrow ? narrow_nv : wide_nv) * width;
+    kc_inner = std::max(width, inner_bytes / index_t(sizeof(T)) / lanes / width * width);
+    rows_p = gemm::round_up(rows, lanes);
+    cols_p = gemm::round_up(cols, mr);
+    // Column blocks of about 128 im2col rows (one packed block); the dY block of a task,
     // row_block x kc, is what stays in L2 while they sweep it: at most 256 rows (512 KiB).
-    col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, max_col_block)), nb);
+    col_block = gemm::round_up(gemm::ceil_div(cols, gemm::ceil_div(cols, max_col_block)), mr);
     col_blocks = gemm::ceil_div(cols, col_block);
     // At least 4 tasks (so that 2 or 4 threads share them evenly): with fewer segments than
     // that, the smaller operand is the one packed twice, split the other way: the column
@@ -163,7 +181,7 @@ struct conv2d_backward_weights_plan {
       col_groups = extra;
     else
       rparts = std::max(rparts, extra);
-    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), slab ? slab_mb : mb);
+    row_block = gemm::round_up(gemm::ceil_div(rows, rparts), lanes);
     row_blocks = gemm::ceil_div(rows, row_block);
     tasks = segments * row_blocks * col_groups;
   }
@@ -171,7 +189,13 @@ struct conv2d_backward_weights_plan {
   constexpr index_t seg_begin(index_t s) const noexcept { return split_range(chunks, segments, s).begin; }
   constexpr index_t seg_end(index_t s) const noexcept { return split_range(chunks, segments, s).end; }
 
-  index_t packed_a_size() const noexcept { return gemm::aligned_extent<T>(row_block * (slab ? slab_kc : kc)); }
+  // With a slab, dY's rows on the grid (then transposed): row_block x slab_kc.
+  index_t packed_a_size() const noexcept { return slab ? gemm::aligned_extent<T>(row_block * slab_kc) : 0; }
+  // dY^T of a run: (kc + width) positions x row_block (a transposed tile may write up to
+  // width - 1 positions past the run before they are zeroed).
+  index_t transposed_a_size() const noexcept {
+    return gemm::aligned_extent<T>(((slab ? slab_kc : kc) + width) * row_block);
+  }
   // A packed im2col block, or with a slab one row of zeros (the padding rows of a register block).
   index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(slab ? slab_kc : col_block * kc); }
   // Strided problems: one input image transformed by the prologue (only the rows a chunk
@@ -181,11 +205,12 @@ struct conv2d_backward_weights_plan {
     if (problem.is_pointwise()) return 0;
     return gemm::aligned_extent<T>(slab ? problem.c * slab_plane : problem.c * problem.h * problem.w);
   }
-  // The partial dW of every segment (none with a single segment: tasks then write dW).
-  index_t partials_size() const noexcept {
-    return segments > 1 ? gemm::aligned_extent<T>(segments * rows * cols) : 0;
+  // The partial dW^T of every segment, cols_p x rows_p (rows of dW as columns: the kernel's
+  // NV batches are consecutive rows of dW).
+  index_t partials_size() const noexcept { return gemm::aligned_extent<T>(segments * cols_p * rows_p); }
+  index_t per_thread_size() const noexcept {
+    return packed_a_size() + transposed_a_size() + packed_b_size() + transformed_size();
   }
-  index_t per_thread_size() const noexcept { return packed_a_size() + packed_b_size() + transformed_size(); }
   index_t workspace_size(int threads) const noexcept {
     return partials_size() + index_t(threads) * per_thread_size();
   }
@@ -280,108 +305,82 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
   });
 }
 
-// Where xsimd::haddp leaves each row's sum: lane[i] of its result holds the sum of row[i].
-// Measured once rather than assumed, because the order is not the same on every
-// architecture (xsimd 8.1's AVX-512 float kernel returns rows 0 1 4 5 2 3 6 7 ...).
-template <class T, class Arch>
-struct haddp_lanes {
-  using batch = xsimd::batch<T, Arch>;
-  static constexpr index_t width = index_t(batch::size);
-  index_t lane[width];
-  haddp_lanes() noexcept {
-    batch rows[width];
-    for (index_t i = 0; i < width; ++i) rows[i] = batch(T(i));
-    alignas(64) T sums[width];
-    xsimd::haddp(rows).store_aligned(sums);
-    for (index_t l = 0; l < width; ++l) lane[index_t(sums[l]) / width] = l;  // small integers: exact
+// dst[p * lda + i] = row(i)[p] for p < len and i < nrows (zero for nrows <= i < nrows_p, a
+// multiple of the width): rows of dY turned into dY^T, a batch-square tile at a time. The
+// last tile of a row may write up to width - 1 positions past len, as zeros: dst must have
+// room for them (they are overwritten by what is packed next, or zeroed as padding).
+template <class T, class Arch, class Row>
+void pack_transposed(index_t nrows, index_t nrows_p, index_t len, const Row& row, T* dst, index_t lda) {
+  constexpr index_t width = index_t(xsimd::batch<T, Arch>::size);
+  alignas(64) T tile[width * width];
+  const T* src[width];
+  for (index_t i0 = 0; i0 < nrows_p; i0 += width) {
+    const index_t ni = std::clamp<index_t>(nrows - i0, 0, width);
+    for (index_t p0 = 0; p0 < len; p0 += width) {
+      const index_t np = std::min(width, len - p0);
+      if (ni == width && np == width) {
+        for (index_t r = 0; r < width; ++r) src[r] = row(i0 + r) + p0;
+      } else {
+        for (index_t r = 0; r < width; ++r) {
+          T* t = tile + r * width;
+          const index_t valid = r < ni ? np : 0;
+          if (valid > 0) std::copy(row(i0 + r) + p0, row(i0 + r) + p0 + valid, t);
+          std::fill(t + valid, t + width, T(0));
+          src[r] = t;
+        }
+      }
+      simd::transpose_tile<T, Arch>(src, dst + p0 * lda + i0, lda);
+    }
   }
-  static const haddp_lanes& get() noexcept {
-    static const haddp_lanes lanes;
-    return lanes;
-  }
-};
+}
 
-// sums[g + lanes.lane[r]] (g = r - r % width) = sum_k a[i * ld + k] * b[j * ld + k] for r = i * NB + j,
-// an MB x NB block of rows over len positions (a multiple of the width, rows aligned):
-// MB * NB independent FMA chains cover the FMA latency; the accumulators are reduced once
-// per call, a batch of them at a time (haddp: one shuffle tree instead of a horizontal add each).
-// b's rows: b_rows[j] (unaligned: shifted runs of a slab), a's: packed, ld apart.
-template <class T, class Arch, int MB, int NB>
-BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* const* b_rows, index_t ld, index_t len,
-                                  T* sums) noexcept {
+// c[i * ldc + v * W + l] (=|+=) sum_{k < kc} rows[i][k0 + k] * at[k * lda + v * W + l] for
+// i < MR, v < NV, l < W: an MR x NV*W tile of dW^T as MR * NV FMA chains, one outer product
+// per position. rows: MR im2col rows, any alignment (each element is broadcast); at: dY^T,
+// aligned rows lda apart (a multiple of W); c: aligned, ldc a multiple of W.
+template <class T, class Arch, int MR, int NV>
+BNFF_ALWAYS_INLINE void wgrad_block(index_t kc, const T* const* rows, index_t k0, const T* BNFF_RESTRICT at,
+                                    index_t lda, T* BNFF_RESTRICT c, index_t ldc, bool accumulate) noexcept {
   using batch = xsimd::batch<T, Arch>;
   constexpr index_t width = index_t(batch::size);
-  constexpr int count = MB * NB;
-  static_assert(count % width == 0, "the accumulators reduce in groups of one batch");
-  const T* b[NB];
+  const T* r[MR];
 #pragma GCC unroll 16
-  for (int j = 0; j < NB; ++j) b[j] = b_rows[j];
-  batch acc[count];
-#pragma GCC unroll 32
-  for (int i = 0; i < count; ++i) acc[i] = batch(T(0));
-  for (index_t k = 0; k < len; k += width) {
-    batch bv[NB];
+  for (int i = 0; i < MR; ++i) r[i] = rows[i] + k0;
+  batch acc[MR][NV];
 #pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) bv[j] = batch::load_unaligned(b[j] + k);
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) acc[i][v] = batch(T(0));
+  for (index_t k = 0; k < kc; ++k, at += lda) {
+    batch b[NV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) b[v] = batch::load_aligned(at + v * width);
 #pragma GCC unroll 16
-    for (int i = 0; i < MB; ++i) {
-      const batch av = batch::load_aligned(a + i * ld + k);
-#pragma GCC unroll 16
-      for (int j = 0; j < NB; ++j) acc[i * NB + j] = simd::fma(av, bv[j], acc[i * NB + j]);
+    for (int i = 0; i < MR; ++i) {
+      const batch a(r[i][k]);
+#pragma GCC unroll 4
+      for (int v = 0; v < NV; ++v) acc[i][v] = simd::fma(a, b[v], acc[i][v]);
     }
   }
 #pragma GCC unroll 16
-  for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
-}
-
-template <class T, class Arch, int MB, int NB>
-BNFF_ALWAYS_INLINE void dot_block(const T* BNFF_RESTRICT a, const T* BNFF_RESTRICT b, index_t ld, index_t len,
-                                  T* sums) noexcept {
-  using batch = xsimd::batch<T, Arch>;
-  constexpr index_t width = index_t(batch::size);
-  constexpr int count = MB * NB;
-  static_assert(count % width == 0, "the accumulators reduce in groups of one batch");
-  batch acc[count];
-#pragma GCC unroll 32
-  for (int i = 0; i < count; ++i) acc[i] = batch(T(0));
-  for (index_t k = 0; k < len; k += width) {
-    batch bv[NB];
-#pragma GCC unroll 16
-    for (int j = 0; j < NB; ++j) bv[j] = batch::load_aligned(b + j * ld + k);
-#pragma GCC unroll 16
-    for (int i = 0; i < MB; ++i) {
-      const batch av = batch::load_aligned(a + i * ld + k);
-#pragma GCC unroll 16
-      for (int j = 0; j < NB; ++j) acc[i * NB + j] = simd::fma(av, bv[j], acc[i * NB + j]);
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; ++v) {
+      T* p = c + i * ldc + v * width;
+      if (accumulate)
+        (acc[i][v] + batch::load_aligned(p)).store_aligned(p);
+      else
+        acc[i][v].store_aligned(p);
     }
-  }
-#pragma GCC unroll 16
-  for (int g = 0; g < count; g += int(width)) xsimd::haddp(acc + g).store_aligned(sums + g);
 }
 
-// Rows [0, rows) x columns [0, cols) of a dot block's sums into c (rows ldc apart), each
-// sum read through the block's slot order (slot[i * slot_ld + j]: where dot_block left the
-// sum of row pair (i, j)): stored on a segment's first run, added on the later ones.
-template <class T>
-BNFF_ALWAYS_INLINE void store_dot_sums(T* c, index_t ldc, const T* sums, const index_t* slot, index_t slot_ld,
-                                       index_t rows, index_t cols, bool first) noexcept {
-  for (index_t i = 0; i < rows; ++i, c += ldc) {
-    const index_t* si = slot + i * slot_ld;
-    if (first)
-      for (index_t j = 0; j < cols; ++j) c[j] = sums[si[j]];
-    else
-      for (index_t j = 0; j < cols; ++j) c[j] += sums[si[j]];
-  }
-}
-
-// Weight-gradient engine; arguments assumed valid. dw: K x CRS row-major with row stride ldw.
-// Prologue transforms the stored input while it is packed (the forward's prologue).
-template <class T, class Arch, class Prologue>
-void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
-                                 const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
-                                 T* workspace) {
+// The weight-gradient engine with an MR x NV register tile (the plan's); see below.
+template <int MR, int NV, class T, class Arch, class Prologue>
+void conv2d_backward_weights_tiles(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
+                                   const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
+                                   T* workspace) {
   using plan_t = conv2d_backward_weights_plan<T, Arch>;
-  constexpr index_t width = plan_t::width, mb = plan_t::mb, nb = plan_t::nb;
+  constexpr index_t width = plan_t::width, lanes = index_t(NV) * width;
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
   const index_t per_thread = plan.per_thread_size(), rs = pb.r * pb.s, q_extent = pb.q();
@@ -389,51 +388,40 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
   const identity_prologue identity{};
   T* partials = gemm::align_pointer(workspace);
   T* thread_base = workspace + plan.partials_size();
-  // slot[i * nb + j]: where dot_block leaves the sum of row pair (i, j).
-  static_assert(mb * nb == plan_t::slab_mb * plan_t::slab_nb, "one table of sum slots");
-  index_t slot[mb * nb];
-  const haddp_lanes<T, Arch>& lanes = haddp_lanes<T, Arch>::get();
-  for (index_t r = 0; r < mb * nb; ++r) slot[r] = r - r % width + lanes.lane[r % width];
+  const index_t ldp = plan.rows_p, part_size = plan.cols_p * plan.rows_p;
   gemm::task_queue queue(plan.tasks);
   parallel_region([&](int thread, int) {
-    T* ap = gemm::align_pointer(thread_base + index_t(thread) * per_thread);
-    T* bp = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size());
-    T* xt = gemm::align_pointer(thread_base + index_t(thread) * per_thread + plan.packed_a_size() +
-                                plan.packed_b_size());
-    const T* b_rows[plan_t::max_col_block];  // im2col rows of a column block, read in place (slab)
-    if (plan.slab) std::fill(bp, bp + plan_t::slab_kc, T(0));  // the padding rows of register blocks
+    T* base = thread_base + index_t(thread) * per_thread;
+    T* ap = gemm::align_pointer(base);  // slab only
+    T* at = gemm::align_pointer(base + plan.packed_a_size());
+    T* bp = gemm::align_pointer(base + plan.packed_a_size() + plan.transposed_a_size());
+    T* xt = gemm::align_pointer(base + plan.packed_a_size() + plan.transposed_a_size() + plan.packed_b_size());
+    const T* b_rows[plan_t::max_col_block + plan_t::max_mr];  // im2col rows of a column block
+    if (plan.slab) std::fill(bp, bp + plan_t::slab_kc, T(0));  // the padding rows of register tiles
     for (index_t task = queue.claim(); task < plan.tasks; task = queue.claim()) {
       const index_t group = task % plan.col_groups, seg = task / plan.col_groups / plan.row_blocks;
       const index_t i0 = (task / plan.col_groups % plan.row_blocks) * plan.row_block;
       const index_range cb = split_range(plan.col_blocks, plan.col_groups, group);  // its column blocks
       const index_t j_begin = cb.begin * plan.col_block, j_end = std::min(plan.cols, cb.end * plan.col_block);
-      const index_t nrows = std::min(plan.row_block, plan.rows - i0), nrows_p = gemm::round_up(nrows, mb);
-      // This task's rows of dW, or of its segment's partial dW.
-      T* out = plan.segments > 1 ? partials + seg * plan.rows * plan.cols + i0 * plan.cols : dw + i0 * ldw;
-      const index_t ldo = plan.segments > 1 ? plan.cols : ldw;
+      const index_t nrows = std::min(plan.row_block, plan.rows - i0), nrows_p = gemm::round_up(nrows, lanes);
+      // This task's rows of its segment's partial dW^T: out[j * ldp + i] for dW row i0 + i.
+      T* out = partials + seg * part_size + i0;
       for (index_t ch = plan.seg_begin(seg); ch < plan.seg_end(seg); ++ch) {
         const bool first = ch == plan.seg_begin(seg);
-        // The dot products of the packed dY rows with the packed im2col rows j0 .. j0 + ncols
-        // (padded to whole register blocks), into the task's block of dW.
-        // `ahead` prefetches what is packed next while the block computes.
-        auto sweep = [&](index_t j0, index_t ncols, index_t kcp, auto& ahead) {
-          const index_t ncols_p = gemm::round_up(ncols, nb);
-          // A few lines before each register block: spread over the sweep, never a burst.
-          const index_t per_block = gemm::ceil_div(ahead.lines(), (ncols_p / nb) * (nrows_p / mb));
-          for (index_t jb = 0; jb < ncols_p; jb += nb) {
-            const index_t cj = std::min(nb, ncols - jb);
-            for (index_t ib = 0; ib < nrows_p; ib += mb) {
-              alignas(64) T sums[mb * nb];
-              ahead.issue(per_block);
-              dot_block<T, Arch, int(mb), int(nb)>(ap + ib * kcp, bp + jb * kcp, kcp, kcp, sums);
-              store_dot_sums(out + ib * ldo + j0 + jb, ldo, sums, slot, nb, std::min(mb, nrows - ib), cj, first);
+        // The products of im2col rows b_rows[0 .. ncols) (column j0 on) with dY^T (at, the run's
+        // kcp positions, nrows_p lanes), into the task's block of dW^T: per lane block, kc_inner
+        // positions at a time (a block of at that stays in L1), every column tile in turn.
+        // (A lookahead prefetch of what is packed next, as the forward engine issues, cost
+        // more than it saved here: the hardware prefetcher follows the packers' runs.)
+        auto sweep = [&](index_t j0, index_t ncols, index_t kcp) {
+          const index_t ncols_p = gemm::round_up(ncols, index_t(MR));
+          for (index_t ib = 0; ib < nrows_p; ib += lanes)
+            for (index_t kk = 0; kk < kcp; kk += plan.kc_inner) {
+              const index_t klen = std::min(plan.kc_inner, kcp - kk);
+              for (index_t jb = 0; jb < ncols_p; jb += MR)
+                wgrad_block<T, Arch, MR, NV>(klen, b_rows + jb, kk, at + kk * nrows_p + ib, nrows_p,
+                                             out + (j0 + jb) * ldp + ib, ldp, !(first && kk == 0));
             }
-          }
-        };
-        // Zero past the last position and the last row: the register blocks and batches read them.
-        auto zero_a_tail = [&](index_t used, index_t kcp) {
-          for (index_t i = 0; i < nrows_p; ++i)
-            std::fill(ap + i * kcp + (i < nrows ? used : 0), ap + (i + 1) * kcp, T(0));
         };
         if (plan.slab) {
           const index_t n = ch / plan.runs_per_image, u0 = (ch % plan.runs_per_image) * plan.chunk;
@@ -452,7 +440,8 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
               u = end;
             }
           }
-          zero_a_tail(used, kcp);
+          pack_transposed<T, Arch>(nrows, nrows_p, used, [&](index_t i) { return ap + i * kcp; }, at, nrows_p);
+          std::fill(at + used * nrows_p, at + kcp * nrows_p, T(0));
           // The slab rows this run reads, every channel of the task's columns: padded rows t_lo .. t_hi.
           const index_t last = u1 - 1 + (width - 1) + (pb.r - 1) * wp + (pb.s - 1);
           const index_t t_lo = u0 / wp, t_hi = std::min(plan.hp - 1, last / wp);
@@ -472,11 +461,8 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
             }
             if (t_hi == plan.hp - 1) std::fill(sc + plan.hp * wp, sc + plan.slab_plane, T(0));
           }
-          constexpr index_t smb = plan_t::slab_mb, snb = plan_t::slab_nb;
-          const index_t nrows_s = gemm::round_up(nrows, smb);
-          for (index_t i = nrows_p; i < nrows_s; ++i) std::fill(ap + i * kcp, ap + (i + 1) * kcp, T(0));
           for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
-            const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, snb);
+            const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, index_t(MR));
             for (index_t j = 0; j < ncols_p; ++j) {
               if (j >= ncols) {
                 b_rows[j] = bp;
@@ -485,32 +471,23 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
               const index_t kk = j0 + j, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
               b_rows[j] = xt + c * plan.slab_plane + u0 + r * wp + s;
             }
-            // 8 dY rows stay in L1 while the slab rows stream past them.
-            for (index_t ib = 0; ib < nrows_s; ib += smb) {
-              const index_t ri = std::min(smb, nrows - ib);
-              for (index_t jb = 0; jb < ncols_p; jb += snb) {
-                alignas(64) T sums[smb * snb];
-                dot_block<T, Arch, int(smb), int(snb)>(ap + ib * kcp, b_rows + jb, kcp, kcp, sums);
-                store_dot_sums(out + ib * ldo + j0 + jb, ldo, sums, slot, snb, ri, std::min(snb, ncols - jb), first);
-              }
-            }
+            sweep(j0, ncols, kcp);
           }
           continue;
         }
         const index_t g0 = ch * plan.chunk, g1 = std::min(g0 + plan.chunk, pb.n * plan.plane);
         const index_t kcp = gemm::round_up(g1 - g0, width), used = g1 - g0;
-        // dY rows i0.. over this run: segments of one image each, side by side.
+        // dY^T of rows i0.. over this run: segments of one image each, one after another.
         for (index_t g = g0; g < g1;) {
           const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
-          for (index_t i = 0; i < nrows; ++i) {
-            const T* src = dy.plane_ptr(n, i0 + i) + pos0;
-            fusion::detail::transform_row<Arch>(src, ap + i * kcp + (g - g0), len, [](const auto& v) { return v; });
-          }
+          pack_transposed<T, Arch>(
+              nrows, nrows_p, len, [&](index_t i) { return dy.plane_ptr(n, i0 + i) + pos0; },
+              at + (g - g0) * nrows_p, nrows_p);
           g += len;
         }
-        zero_a_tail(used, kcp);
+        std::fill(at + used * nrows_p, at + kcp * nrows_p, T(0));
         for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
-          const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, nb);
+          const index_t ncols = std::min(plan.col_block, j_end - j0), ncols_p = gemm::round_up(ncols, index_t(MR));
           // im2col rows j0.. (input channels, or (c, r, s) triples, through the prologue) over this run.
           for (index_t g = g0; g < g1;) {
             const index_t n = g / plan.plane, pos0 = g % plan.plane, len = std::min(g1 - g, plan.plane - pos0);
@@ -539,46 +516,59 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
             }
             g += len;
           }
-          for (index_t j = 0; j < ncols_p; ++j)
+          for (index_t j = 0; j < ncols_p; ++j) {
             std::fill(bp + j * kcp + (j < ncols ? used : 0), bp + (j + 1) * kcp, T(0));
-          if (pointwise) {
-            // 1x1: the rows packed next are plain runs of dY and x; prefetch them (the first
-            // image's part of a run) while this block computes, as the forward engine does.
-            auto x_rows = [&](index_t g, index_t c0, index_t count) {
-              const index_t n = g / plan.plane, pos0 = g % plan.plane;
-              const index_t len = std::min(plan.chunk, plan.plane - pos0);
-              return gemm::lookahead(x.plane_ptr(n, c0) + pos0, x.strides().c, len, count);
-            };
-            gemm::lookahead_pair ahead;
-            if (j0 + plan.col_block < j_end) {
-              ahead.first = x_rows(g0, j0 + plan.col_block, std::min(plan.col_block, j_end - j0 - plan.col_block));
-            } else if (ch + 1 < plan.seg_end(seg)) {
-              const index_t g = g1, n = g / plan.plane, pos0 = g % plan.plane;
-              ahead.first = gemm::lookahead(dy.plane_ptr(n, i0) + pos0, dy.strides().c,
-                                            std::min(plan.chunk, plan.plane - pos0), nrows);
-              ahead.second = x_rows(g, j_begin, std::min(plan.col_block, j_end - j_begin));
-            }
-            sweep(j0, ncols, kcp, ahead);
-          } else {
-            gemm::lookahead none;  // no lines
-            sweep(j0, ncols, kcp, none);
+            b_rows[j] = bp + j * kcp;
           }
+          sweep(j0, ncols, kcp);
         }
       }
     }
   });
-  if (plan.segments > 1) {
-    // dW = partial 0 + partial 1 + ..., in segment order, one task per output channel.
-    parallel_for(plan.rows, [&](index_t k) {
-      T* d = dw + k * ldw;
-      const T* p = partials + k * plan.cols;
-      std::copy(p, p + plan.cols, d);
-      for (index_t s = 1; s < plan.segments; ++s) {
-        const T* q = p + s * plan.rows * plan.cols;
-        for (index_t j = 0; j < plan.cols; ++j) d[j] += q[j];
+  // dW[k][j] = partial 0 + partial 1 + ... (of dW^T[j][k]), in segment order, a tile of
+  // width x width at a time; one task per band of columns.
+  parallel_for(gemm::ceil_div(plan.cols, width), [&](index_t band) {
+    alignas(64) T sum[width * width];
+    alignas(64) T sum_t[width * width];
+    const T* src[width];
+    const index_t j0 = band * width, nj = std::min(width, plan.cols - j0);
+    for (index_t r = 0; r < width; ++r) src[r] = sum + r * width;
+    for (index_t k0 = 0; k0 < plan.rows; k0 += width) {
+      const index_t nk = std::min(width, plan.rows - k0);
+      for (index_t r = 0; r < width; ++r) {
+        T* d = sum + r * width;
+        if (r >= nj) {
+          std::fill(d, d + width, T(0));
+          continue;
+        }
+        const T* p = partials + (j0 + r) * ldp + k0;
+        xsimd::batch<T, Arch> v = xsimd::batch<T, Arch>::load_aligned(p);
+        for (index_t s = 1; s < plan.segments; ++s) v += xsimd::batch<T, Arch>::load_aligned(p + s * part_size);
+        v.store_aligned(d);
       }
-    });
-  }
+      simd::transpose_tile<T, Arch>(src, sum_t, width);
+      for (index_t k = 0; k < nk; ++k) std::copy(sum_t + k * width, sum_t + k * width + nj, dw + (k0 + k) * ldw + j0);
+    }
+  });
+}
+
+// Weight-gradient engine; arguments assumed valid. dW: K x CRS row-major with row stride ldw.
+// Prologue transforms the stored input while it is packed (the forward's prologue).
+// Per run of positions, dY's rows are packed transposed (dY^T: positions x K) and the
+// im2col rows are read as rows (packed, or in place from a slab): each kernel tile is then
+// an outer product per position, with no horizontal sums. Tasks accumulate dW^T of their
+// segment; the partials are added in segment order and transposed into dW at the end.
+template <class T, class Arch, class Prologue>
+void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
+                                 const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
+                                 T* workspace) {
+  using plan_t = conv2d_backward_weights_plan<T, Arch>;
+  if (plan.narrow)
+    conv2d_backward_weights_tiles<int(plan_t::narrow_mr), int(plan_t::narrow_nv)>(plan, x, dy, dw, ldw, prologue,
+                                                                                  workspace);
+  else
+    conv2d_backward_weights_tiles<int(plan_t::wide_mr), int(plan_t::wide_nv)>(plan, x, dy, dw, ldw, prologue,
+                                                                              workspace);
 }
 
 }  // namespace detail
