@@ -139,8 +139,8 @@ void check_weight_gradient(const conv2d_problem& pb, index_t slice_pad, bool bia
 }
 
 // The problems every gradient test sweeps: 1x1 and 3x3, strides 1 and 2, odd extents,
-// channel counts around the register tiles (forward 8 x 48; weight gradient 12 x 32 or
-// 6 x 64 on AVX-512, rows of dW in batches of 16).
+// channel counts around the register tiles (forward 8 x 48; weight gradient 1 to 4
+// batches of dW rows, as many as K asks for).
 std::vector<conv2d_problem> sweep() {
   return {
       {2, 3, 5, 7, 4, 1, 1, 0, 1},    // pointwise
@@ -180,6 +180,9 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
   // Many positions (several kc blocks per image) and rows past one 64-row block.
   check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 3, 1, 1}, 0, true);
   check_weight_gradient<float>({1, 300, 5, 5, 9, 1, 1, 0, 1}, 0, false);
+  // 64 dW rows: the tile of 4 batches, on the pointwise and the slab paths.
+  check_weight_gradient<float>({2, 5, 6, 7, 64, 1, 1, 0, 1}, 0, true);
+  check_weight_gradient<float>({1, 3, 24, 23, 64, 3, 3, 1, 1}, 1, false);
   // One run only: the 600 columns are cut into 4 groups of column blocks (tasks), and the
   // 20 dY rows fill part of the narrow tile's lanes.
   check_weight_gradient<float>({1, 600, 4, 4, 20, 1, 1, 0, 1}, 1, true);

@@ -97,13 +97,24 @@ struct conv2d_backward_weights_plan {
   // Register tile of the outer-product kernel (wgrad_block): MR im2col rows, each element
   // broadcast (read in place: packed rows or shifted runs of a slab, any alignment, so no
   // load splits a cache line), against NV batches of transposed dY (dY^T[position][k]).
-  // With 32 vector registers (AVX-512): 6 x 4 = 24 accumulators, 10 loads per 24 FMAs,
-  // or 12 x 2 where dY has at most 2 batches of rows (a 3x3 conv of growth 32 would waste
-  // half of 4 batches); with 16 registers, 6 x 2.
+  // NV follows K, so that few lanes compute padding (K = 12 in 2 batches wasted 62% of
+  // the FMAs): with 32 vector registers (AVX-512) NV = 1, 2, 3, 4 with MR = 12, 12, 8, 6
+  // (12 to 24 accumulators; 6 x 4 is 10 loads per 24 FMAs); with 16, NV = 1 or 2, MR = 12 or 6.
   static constexpr bool many_registers = sizeof(batch) >= 64;
-  static constexpr index_t wide_mr = 6, wide_nv = many_registers ? 4 : 2;
-  static constexpr index_t narrow_mr = many_registers ? 12 : 6, narrow_nv = 2;
-  static constexpr index_t max_mr = narrow_mr > wide_mr ? narrow_mr : wide_mr;
+  static constexpr index_t max_nv = many_registers ? 4 : 2, max_mr = 12;
+  static constexpr index_t tile_mr(index_t nv) noexcept {
+    return nv <= 1 ? 12 : nv == 2 ? (many_registers ? 12 : 6) : nv == 3 ? 8 : 6;
+  }
+  // The NV that does the most useful FMAs per cycle for k rows: the share of lanes that are
+  // not padding, times the tile's own rate (1 batch: 13 loads per 12 FMAs, load-bound,
+  // about 3/4; 2: about 0.9; 3 and 4: FMA-bound). The larger NV on a tie.
+  static constexpr index_t tile_nv(index_t k) noexcept {
+    constexpr index_t rate[5] = {0, 75, 90, 100, 100};
+    index_t best = 1;
+    for (index_t nv = 2; nv <= max_nv; ++nv)
+      if (rate[nv] * gemm::round_up(k, best * width) >= rate[best] * gemm::round_up(k, nv * width)) best = nv;
+    return best;
+  }
   static constexpr index_t kc = 512;  // positions per packed run (a multiple of every width)
   static constexpr index_t max_segments = 4;
   static constexpr index_t max_col_block = 128;
@@ -128,11 +139,9 @@ struct conv2d_backward_weights_plan {
   // run i of image n covers grid positions [i * chunk, min((i + 1) * chunk, grid)).
   bool slab = false;
   index_t wp = 0, hp = 0, grid = 0, runs_per_image = 0, slab_plane = 0;
-  // The register tile: narrow (narrow_mr x narrow_nv) when dY has at most narrow_nv
-  // batches of rows. Rows of dW (K) are handled `lanes` = NV * width at a time, columns
-  // (C*R*S) `mr` at a time; rows_p and cols_p round K and C*R*S up to them.
-  bool narrow = false;
-  index_t mr = 0, lanes = 0, kc_inner = 0, rows_p = 0, cols_p = 0;
+  // The register tile, mr x nv (tile_nv(K)). Rows of dW (K) are handled `lanes` = nv * width
+  // at a time, columns (C*R*S) `mr` at a time; rows_p and cols_p round K and C*R*S up to them.
+  index_t mr = 0, nv = 0, lanes = 0, kc_inner = 0, rows_p = 0, cols_p = 0;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
@@ -161,9 +170,9 @@ struct conv2d_backward_weights_plan {
       chunks = gemm::ceil_div(total, chunk);
     }
     segments = std::min(max_segments, chunks);
-    narrow = many_registers && rows <= narrow_nv * width;
-    mr = narrow ? narrow_mr : wide_mr;
-    lanes = (narrow ? narrow_nv : wide_nv) * width;
+    nv = tile_nv(rows);
+    mr = tile_mr(nv);
+    lanes = nv * width;
     kc_inner = std::max(width, inner_bytes / index_t(sizeof(T)) / lanes / width * width);
     rows_p = gemm::round_up(rows, lanes);
     cols_p = gemm::round_up(cols, mr);
@@ -563,12 +572,19 @@ void conv2d_backward_weights_run(const conv2d_backward_weights_plan<T, Arch>& pl
                                  const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
                                  T* workspace) {
   using plan_t = conv2d_backward_weights_plan<T, Arch>;
-  if (plan.narrow)
-    conv2d_backward_weights_tiles<int(plan_t::narrow_mr), int(plan_t::narrow_nv)>(plan, x, dy, dw, ldw, prologue,
-                                                                                  workspace);
-  else
-    conv2d_backward_weights_tiles<int(plan_t::wide_mr), int(plan_t::wide_nv)>(plan, x, dy, dw, ldw, prologue,
-                                                                              workspace);
+  constexpr int mr1 = int(plan_t::tile_mr(1)), mr2 = int(plan_t::tile_mr(2));
+  if constexpr (plan_t::max_nv == 4) {
+    constexpr int mr3 = int(plan_t::tile_mr(3)), mr4 = int(plan_t::tile_mr(4));
+    switch (plan.nv) {
+      case 1: return conv2d_backward_weights_tiles<mr1, 1>(plan, x, dy, dw, ldw, prologue, workspace);
+      case 2: return conv2d_backward_weights_tiles<mr2, 2>(plan, x, dy, dw, ldw, prologue, workspace);
+      case 3: return conv2d_backward_weights_tiles<mr3, 3>(plan, x, dy, dw, ldw, prologue, workspace);
+      default: return conv2d_backward_weights_tiles<mr4, 4>(plan, x, dy, dw, ldw, prologue, workspace);
+    }
+  } else {
+    if (plan.nv == 1) return conv2d_backward_weights_tiles<mr1, 1>(plan, x, dy, dw, ldw, prologue, workspace);
+    return conv2d_backward_weights_tiles<mr2, 2>(plan, x, dy, dw, ldw, prologue, workspace);
+  }
 }
 
 }  // namespace detail
