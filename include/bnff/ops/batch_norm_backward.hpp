@@ -4,6 +4,7 @@
 
 #include <xsimd/xsimd.hpp>
 
+#include <algorithm>
 #include <array>
 #include <type_traits>
 
@@ -14,6 +15,7 @@
 #include "bnff/ops/bn_grad_mode.hpp"
 #include "bnff/ops/bn_tasks.hpp"
 #include "bnff/simd/fma.hpp"
+#include "bnff/simd/prefetch.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/simd/sum_lanes.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -29,6 +31,11 @@ inline index_t backward_channels_per_task(index_t channels) noexcept {
   const index_t g = channels / 16;
   return g < 1 ? 1 : (g > 8 ? 8 : g);
 }
+
+// How far ahead the paired reduction prefetches each stream: one line per batch read,
+// spread over the loop. A burst of a whole block's lines (4 KiB per stream) at the start
+// of each block kept the dx sweep waiting behind it: 2-3% slower on 16x256x56x56.
+constexpr index_t backward_prefetch_bytes = 2048;
 
 // One channel block of each of batch_norm_backward's two sweeps, over x and dz.
 template <class Activation, class Arch, class T>
@@ -56,7 +63,8 @@ struct bn_backward_blocks {
   // reduce() of block [b0, b1) of planes (n, c) and (n + 1, c) in one loop, as two
   // interleaved streams: plane n's terms go into `sums`, plane n + 1's into `later`
   // (from zero). The block is one flush chunk of sum_lanes (bn_backward_block), so
-  // adding `later` to the sums after plane n's blocks gives reduce()'s bits.
+  // adding `later` to the sums after plane n's blocks gives reduce()'s bits. Each batch
+  // asks for the line backward_prefetch_bytes ahead in each of the four streams.
   BNFF_ALWAYS_INLINE void reduce_pair(index_t c, index_t n, index_t b0, index_t b1, std::array<double, 2>& sums,
                                       std::array<double, 2>& later) const {
     const T mean_c = mean[c];
@@ -65,7 +73,12 @@ struct bn_backward_blocks {
     const T *dzp = dz.plane_ptr(n, c) + b0, *dzq = dz.plane_ptr(n + 1, c) + b0;
     std::array<batch, 2> acc[4], acq[4];
     for (int i = 0; i < 4; ++i) acc[i].fill(batch(T(0))), acq[i].fill(batch(T(0)));
+    constexpr index_t ahead = backward_prefetch_bytes / index_t(sizeof(T));
     simd::for_each_lanes<T, Arch, 4>(b1 - b0, [&](auto lanes, auto s) {
+      simd::prefetch_ahead(xp + lanes.offset, ahead);
+      simd::prefetch_ahead(xq + lanes.offset, ahead);
+      simd::prefetch_ahead(dzp + lanes.offset, ahead);
+      simd::prefetch_ahead(dzq + lanes.offset, ahead);
       const batch xc = lanes.load(xp, mean_c) - vmean;
       const batch xd = lanes.load(xq, mean_c) - vmean;
       const batch dy = Activation::backward(simd::fma(xc, vscale, vbeta), lanes.load(dzp, T(0)));
@@ -151,17 +164,18 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
         if (per_plane <= backward_pair_max_blocks) {
           // Planes n and n + 1 of channel c + 1 as two interleaved streams (four
           // from main memory with dz), plane n + 1's block sums added after plane n's.
+          // reduce_pair prefetches within the planes; the next pair's first lines are
+          // asked for during the last block of this pair.
           std::array<double, 2> later[backward_pair_max_blocks];
+          const index_t head = std::min<index_t>(backward_prefetch_bytes, plane * index_t(sizeof(T)));
           for (; n0 + 1 < x.n(); n0 += 2) {
             for (index_t b = 0, b0 = 0; b0 < plane; ++b, b0 += block) {
               const index_t b1 = b0 + block < plane ? b0 + block : plane;
-              if (b + 1 < per_plane) {
-                prefetch_block(c + 1, n0, b0 + block);
-                prefetch_block(c + 1, n0 + 1, b0 + block);
-              } else if (n0 + 2 < x.n()) {
-                prefetch_block(c + 1, n0 + 2, 0);
-                if (n0 + 3 < x.n()) prefetch_block(c + 1, n0 + 3, 0);
-              }
+              if (b + 1 == per_plane)
+                for (index_t nn = n0 + 2; nn < n0 + 4 && nn < x.n(); ++nn) {
+                  simd::prefetch_lines(x.plane_ptr(nn, c + 1), head);
+                  simd::prefetch_lines(dz.plane_ptr(nn, c + 1), head);
+                }
               blocks.reduce_pair(c + 1, n0, b0, b1, next, later[b]);
               blocks.template dx<GradMode, Store>(dx, c, n0, b0, b1, k0, k1);
               blocks.template dx<GradMode, Store>(dx, c, n0 + 1, b0, b1, k0, k1);
