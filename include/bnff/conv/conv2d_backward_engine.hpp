@@ -87,9 +87,9 @@ struct conv2d_backward_data_plan {
 // segments to keep 4 tasks, and computes, run by run in order, the dot products of those
 // rows with its columns over its segment. Each run's block of dY rows is packed once and
 // swept by every column block of im2col in turn, so dY and x are each read once per row
-// block (or column group). With several segments every task writes a partial dW of
-// its own, and the partials are added in segment order afterwards: the reduction order
-// depends on the problem alone, never on the thread count.
+// block (or column group). Every task writes its block of its segment's partial dW
+// (stored transposed, dW^T), and the partials are added in segment order afterwards: the
+// reduction order depends on the problem alone, never on the thread count.
 template <class T, class Arch = xsimd::default_arch>
 struct conv2d_backward_weights_plan {
   using batch = xsimd::batch<T, Arch>;
