@@ -138,34 +138,6 @@ TEST_CASE("lookahead covers its rows' cache lines within the paced steps", "[gem
     }
 }
 
-// A pair hands out its first stream's lines, then its second's, each once; issue(n)
-// gives n lines at a time whatever the pace.
-TEST_CASE("lookahead_pair issues the first stream, then the second", "[gemm]") {
-  alignas(64) static float data[64 * 16];
-  bnff::gemm::lookahead_pair pair;
-  pair.first = bnff::gemm::lookahead(data + 5, 64, 40, 3);
-  pair.second = bnff::gemm::lookahead(data + 16 * 16 * 2, 16, 16, 4);
-  std::vector<const char*> order;
-  bnff::gemm::lookahead_pair copy = pair;
-  for (index_t i = 0; i < pair.lines(); ++i) {
-    const char* p = copy.first.done() ? copy.second.next_line() : copy.first.next_line();
-    if (p) order.push_back(p);
-  }
-  const auto* base = reinterpret_cast<const char*>(data);
-  // First: rows at floats 5, 69, 133 of 40 floats (bytes 20..179 etc.): lines 0-2, 4-6, 8-10.
-  // Second: 4 aligned rows of 16 floats, one line each: lines 32, 33, 34, 35.
-  const std::vector<index_t> expect{0, 1, 2, 4, 5, 6, 8, 9, 10, 32, 33, 34, 35};
-  REQUIRE(order.size() == expect.size());
-  for (std::size_t i = 0; i < expect.size(); ++i) CHECK(order[i] - base == expect[i] * 64);
-  CHECK(copy.first.done());
-  CHECK(copy.second.done());
-  pair.issue(4);
-  CHECK(pair.first.row == 1);  // 3 lines of row 0, then the first of row 1
-  pair.issue(100);
-  CHECK(pair.first.done());
-  CHECK(pair.second.done());
-}
-
 namespace {
 
 // transpose_tile on rows at odd offsets into a destination with a wider row stride: every

@@ -60,31 +60,7 @@ struct lookahead {
 #endif
   }
 
-  // The next `count` lines at once, whatever the pace (for kernels whose inner loop is
-  // too tight for a step: a few lines between calls).
-  void issue(index_t count) noexcept {
-    every = 1;
-    for (index_t i = 0; i < count; ++i) step();
-  }
   bool done() const noexcept { return row >= rows; }
-};
-
-// Two lookaheads one after the other, issued a few lines at a time (the lines of two
-// packings: e.g. the next run's dY rows, then its first block of input rows).
-struct lookahead_pair {
-  lookahead first, second;
-
-  index_t lines() const noexcept { return first.lines() + second.lines(); }
-  BNFF_ALWAYS_INLINE void step() noexcept {
-    if (first.row < first.rows)
-      first.step();
-    else
-      second.step();
-  }
-  void issue(index_t count) noexcept {
-    first.every = second.every = 1;
-    for (index_t i = 0; i < count; ++i) step();
-  }
 };
 
 // No lookahead: the microkernel's k loop as it is.
