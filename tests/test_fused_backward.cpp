@@ -12,6 +12,7 @@
 
 #include "bnff/ops/bn_relu_conv2d_backward.hpp"
 #include "bnff/ops/unfused/bn_relu_conv2d_backward_unfused.hpp"
+#include "bnff/simd/fma.hpp"
 #include "support/random.hpp"
 #include "support/reference.hpp"
 
@@ -146,7 +147,8 @@ struct bn_relu_conv_case {
       for (index_t c = 0; c < pb.c; ++c)
         for (index_t i = 0; i < xs.plane(); ++i) {
           const auto j = std::size_t((n * pb.c + c) * xs.plane() + i);
-          const T v = std::fma(xp[j], scale[std::size_t(c)], shift[std::size_t(c)]);
+          // Rounded as the library's batch fma rounds a lane (once with FMA, twice without).
+          const T v = bnff::simd::fma_lane<xsimd::default_arch>(xp[j], scale[std::size_t(c)], shift[std::size_t(c)]);
           a[j] = v > T(0) ? v : T(0);
         }
     std::vector<T> dx(std::size_t(xs.size())), da(dx.size()), dw(wf.size()), dg(std::size_t(pb.c)),

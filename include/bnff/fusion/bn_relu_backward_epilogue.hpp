@@ -78,7 +78,7 @@ BNFF_ALWAYS_INLINE bn_backward_partial relu_mask_block(T* BNFF_RESTRICT da, cons
         return dy;
       },
       [&](index_t i) {
-        const T dy = std::fma(x[i], scale, shift) > T(0) ? da[i] : T(0);
+        const T dy = simd::fma_lane<Arch>(x[i], scale, shift) > T(0) ? da[i] : T(0);
         da[i] = dy;
         return dy;
       });

@@ -17,8 +17,9 @@ struct scale_shift_relu_prologue {
   const T* scale = nullptr;  // per input channel: gamma * invstd
   const T* shift = nullptr;  // per input channel: beta - mean * scale
 
+  // One element, rounded as a lane of the default arch's transform (the engines' Arch).
   T operator()(index_t c, T x) const noexcept {
-    const T a = std::fma(x, scale[c], shift[c]);
+    const T a = simd::fma_lane<xsimd::default_arch>(x, scale[c], shift[c]);
     return a > T(0) ? a : T(0);
   }
 
@@ -29,7 +30,7 @@ struct scale_shift_relu_prologue {
     const batch vsc(sc), vsh(sh), zero(T(0));
     fusion::detail::transform_row<Arch>(src, dst, len, [&](const auto& x) {
       if constexpr (std::is_same_v<std::decay_t<decltype(x)>, T>) {
-        const T a = std::fma(x, sc, sh);
+        const T a = simd::fma_lane<Arch>(x, sc, sh);
         return a > T(0) ? a : T(0);
       } else {
         const batch a = simd::fma(x, vsc, vsh);

@@ -43,4 +43,14 @@ BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> fms(const xsimd::batch<T, Arch>& a, con
     return xsimd::fms(a, b, c);
 }
 
+// a * b + c for one element, rounded exactly as simd::fma rounds a lane on Arch: once
+// where Arch has an FMA instruction, twice where xsimd falls back to a multiply and an
+// add (x86-64 before Haswell). Scalar tails call this, so that an element gives the same
+// bits whether a kernel reaches it in a batch or alone (std::fma would round once always).
+template <class Arch, class T>
+BNFF_ALWAYS_INLINE T fma_lane(T a, T b, T c) noexcept {
+  using batch = xsimd::batch<T, Arch>;
+  return simd::fma(batch(a), batch(b), batch(c)).get(0);
+}
+
 }  // namespace bnff::simd
