@@ -14,6 +14,16 @@
 
 namespace bnff::simd {
 
+// Whether load_partial and store_partial are single masked instructions for T on Arch
+// (AVX-512, float and double); elsewhere they go through a buffer on the stack.
+template <class T, class Arch>
+constexpr bool masked_lanes =
+#if defined(__AVX512F__)
+    std::is_base_of_v<xsimd::avx512f, Arch> && (std::is_same_v<T, float> || std::is_same_v<T, double>);
+#else
+    false;
+#endif
+
 // Lanes [0, count) from p[0, count), lanes [count, W) equal to `fill`; reads
 // no element at or past p + count. 0 <= count <= W. With a neutral fill the
 // padded lanes drop out of a reduction, so a tail needs no separate loop.
