@@ -207,12 +207,13 @@ struct conv2d_backward_weights_plan {
   }
   // A packed im2col block, or with a slab one row of zeros (the padding rows of a register block).
   index_t packed_b_size() const noexcept { return gemm::aligned_extent<T>(slab ? slab_kc : col_block * kc); }
-  // Strided problems: one input image transformed by the prologue (only the rows a chunk
-  // reads are filled), so that the im2col taps copy it instead of transforming R * S times.
-  // Stride 1: the slab of every input channel (only the rows a run reads are filled).
+  // Without a slab: the zero-padded planes of one input image, through the prologue (only
+  // the rows a chunk reads are filled), so that the im2col taps copy runs of them instead of
+  // transforming R * S times (padded_planes.hpp). With a slab: the slab of every input
+  // channel (only the rows a run reads are filled).
   index_t transformed_size() const noexcept {
     if (problem.is_pointwise()) return 0;
-    return gemm::aligned_extent<T>(slab ? problem.c * slab_plane : problem.c * problem.h * problem.w);
+    return gemm::aligned_extent<T>(problem.c * (slab ? slab_plane : detail::padded_plane_size(problem)));
   }
   // The partial dW^T of every segment, cols_p x rows_p (rows of dW as columns: the kernel's
   // NV batches are consecutive rows of dW).
@@ -393,8 +394,6 @@ void conv2d_backward_weights_tiles(const conv2d_backward_weights_plan<T, Arch>& 
   const conv2d_problem& pb = plan.problem;
   const bool pointwise = pb.is_pointwise();
   const index_t per_thread = plan.per_thread_size(), rs = pb.r * pb.s, q_extent = pb.q();
-  constexpr bool transforms = !std::is_same_v<Prologue, identity_prologue>;
-  const identity_prologue identity{};
   T* partials = gemm::align_pointer(workspace);
   T* thread_base = workspace + plan.partials_size();
   const index_t ldp = plan.rows_p, part_size = plan.cols_p * plan.rows_p;
@@ -457,17 +456,7 @@ void conv2d_backward_weights_tiles(const conv2d_backward_weights_plan<T, Arch>& 
           for (index_t c = j_begin / rs; c <= (j_end - 1) / rs; ++c) {
             T* sc = xt + c * plan.slab_plane;
             const T* xc = x.plane_ptr(n, c);
-            for (index_t t = t_lo; t <= t_hi; ++t) {
-              T* d = sc + t * wp;
-              const index_t ih = t - pb.pad;
-              if (ih < 0 || ih >= pb.h) {
-                std::fill(d, d + wp, T(0));
-                continue;
-              }
-              std::fill(d, d + pb.pad, T(0));
-              prologue.template transform<Arch>(c, xc + ih * x.strides().h, d + pb.pad, pb.w);
-              std::fill(d + pb.pad + pb.w, d + wp, T(0));
-            }
+            pad_channel_rows<Arch>(pb, c, xc, x.strides().h, prologue, t_lo, t_hi - t_lo + 1, sc + t_lo * wp);
             if (t_hi == plan.hp - 1) std::fill(sc + plan.hp * wp, sc + plan.slab_plane, T(0));
           }
           for (index_t j0 = j_begin; j0 < j_end; j0 += plan.col_block) {
@@ -504,24 +493,20 @@ void conv2d_backward_weights_tiles(const conv2d_backward_weights_plan<T, Arch>& 
             if (pointwise) {
               pointwise_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0) + pos0, x.strides().c, len, prologue};
               packer.pack(j0, ncols, bp + off, kcp);
-            } else if (transforms) {
-              // Transform the input rows this segment's taps read (channels of the column block,
-              // rows of its output rows' windows) once, then build im2col by copying.
-              const index_t hw = pb.h * pb.w;
-              const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
-              const index_t p_lo = pos0 / q_extent, p_hi = (pos0 + len - 1) / q_extent;
-              const index_t ih_lo = std::max<index_t>(0, p_lo * pb.stride - pb.pad);
-              const index_t ih_hi = std::min<index_t>(pb.h - 1, p_hi * pb.stride - pb.pad + pb.r - 1);
-              for (index_t c = c_lo; c <= c_hi; ++c)
-                for (index_t ih = ih_lo; ih <= ih_hi; ++ih)
-                  prologue.template transform<Arch>(c, x.plane_ptr(n, c) + ih * x.strides().h,
-                                                    xt + c * hw + ih * pb.w, pb.w);
-              im2col_packer<T, Arch, identity_prologue> packer{xt, hw, pb.w, pb, pos0, len, identity};
-              packer.pack(j0, ncols, bp + off, kcp);
             } else {
-              im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, pos0, len,
-                                                      prologue};
-              packer.pack(j0, ncols, bp + off, kcp);
+              // Pad the rows this piece's taps read (channels of the column block) once, through
+              // the prologue, then copy im2col runs out of the padded planes (padded_planes.hpp).
+              const index_t pp = padded_plane_size(pb), wp = pb.w + 2 * pb.pad;
+              const index_t c_lo = j0 / rs, c_hi = (j0 + ncols - 1) / rs;
+              const index_t p0 = pos0 / q_extent, q0 = pos0 % q_extent, t_lo = p0 * pb.stride;
+              const index_t t_hi = (pos0 + len - 1) / q_extent * pb.stride + pb.r - 1;
+              for (index_t c = c_lo; c <= c_hi; ++c)
+                pad_channel_rows<Arch>(pb, c, x.plane_ptr(n, c), x.strides().h, prologue, t_lo, t_hi - t_lo + 1,
+                                       xt + c * pp + t_lo * wp);
+              for (index_t j = 0; j < ncols; ++j) {
+                const index_t kk = j0 + j, c = kk / rs, r = (kk % rs) / pb.s, s = kk % pb.s;
+                pack_padded_row<Arch>(pb, xt + c * pp, r, s, p0, q0, len, bp + j * kcp + off);
+              }
             }
             g += len;
           }

@@ -16,6 +16,7 @@
 
 #include "bnff/config.hpp"
 #include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/conv/padded_planes.hpp"
 #include "bnff/conv/padded_slab.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
@@ -84,9 +85,14 @@ struct conv2d_plan {
   // Per-thread scratch: a packed B block (and, with image groups, the output tile), or
   // (in place) the input slab and the output grid tile.
   index_t thread_scratch_size() const noexcept {
-    if (group > 1) return packed_b_size() + gemm::aligned_extent<T>(problem.k * group_ld);
+    if (group > 1) return packed_b_size() + gemm::aligned_extent<T>(problem.k * group_ld) + padded_size();
     if (!in_place) return packed_b_size();
     return gemm::aligned_extent<T>(problem.c * slab_ld) + gemm::aligned_extent<T>(problem.k * grid_ld);
+  }
+  // With image groups, not pointwise: the padded planes of one depth block (padded_planes.hpp).
+  index_t padded_size() const noexcept {
+    if (group == 1 || problem.is_pointwise()) return 0;
+    return gemm::aligned_extent<T>(detail::padded_group_scratch_size(problem, group, gemm::blocking<T, Arch>::kc));
   }
   // Workspace elements for `threads` threads: packed weights plus one scratch per thread.
   index_t workspace_size(int threads) const noexcept {
@@ -251,8 +257,15 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
             epilogue(output_tile<T>{yi + row0 * ldy, ldy, n0 + i, row0, rows, 0, plan.plane});
           }
         };
-        group_packer<T, Arch, Prologue> packer{x, pb, n0, images, plan.plane, prologue};
-        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
+        if (pointwise) {
+          group_packer<T, Arch, Prologue> packer{x, pb, n0, images, plan.plane, prologue};
+          gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
+        } else {
+          T* padded =
+              gemm::align_pointer(scratch + plan.packed_b_size() + gemm::aligned_extent<T>(pb.k * plan.group_ld));
+          padded_group_packer<T, Arch, Prologue> packer{x, pb, n0, images, plan.plane, prologue, padded};
+          gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
+        }
         continue;
       }
       const index_t n = task / plan.tiles, col0 = (task % plan.tiles) * plan.tile;

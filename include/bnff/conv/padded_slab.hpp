@@ -12,6 +12,7 @@
 
 #include "bnff/config.hpp"
 #include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/conv/padded_planes.hpp"
 #include "bnff/fusion/detail/transform_row.hpp"
 
 namespace bnff::detail {
@@ -58,17 +59,8 @@ void build_slab(const conv2d_problem& pb, const slab_span& sp, const T* x, index
       const char* b = reinterpret_cast<const char*>(x + (c + ahead) * ldx + ih0 * ldh);
       for (index_t o = 0; o < block_bytes; o += 64) __builtin_prefetch(b + o, 0, 2);
     }
-    for (index_t t = 0; t < sp.rows; ++t, dst += wp) {
-      const index_t ih = sp.p_lo + t - pb.pad;
-      if (ih < 0 || ih >= pb.h) {
-        std::fill(dst, dst + wp, T(0));
-        continue;
-      }
-      std::fill(dst, dst + pb.pad, T(0));
-      prologue.template transform<Arch>(c, xc + ih * ldh, dst + pb.pad, pb.w);
-      std::fill(dst + pb.pad + pb.w, dst + wp, T(0));
-    }
-    std::fill(dst, slab + c * ld + ld, T(0));
+    pad_channel_rows<Arch>(pb, c, xc, ldh, prologue, sp.p_lo, sp.rows, dst);
+    std::fill(dst + sp.rows * wp, slab + c * ld + ld, T(0));
   }
 }
 
