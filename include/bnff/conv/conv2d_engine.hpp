@@ -200,25 +200,19 @@ struct im2col_packer {
   }
 };
 
-// Several images side by side: columns [i * plane, (i + 1) * plane) of B are image n0 + i's,
-// as the pointwise or the im2col packer builds them for that image alone.
+// Several images side by side (1x1): columns [i * plane, (i + 1) * plane) of B are image
+// n0 + i's, as the pointwise packer builds them for that image alone. Other kernels use
+// padded_group_packer (padded_planes.hpp).
 template <class T, class Arch, class Prologue>
-struct group_packer {
+struct pointwise_group_packer {
   const tensor_view<const T>& x;
-  const conv2d_problem& pb;
   index_t n0, images, plane;
   const Prologue& prologue;
 
   void pack(index_t k0, index_t kcount, T* bp, index_t ldb) const {
     for (index_t i = 0; i < images; ++i) {
-      if (pb.is_pointwise()) {
-        const pointwise_packer<T, Arch, Prologue> one{x.plane_ptr(n0 + i, 0), x.strides().c, plane, prologue};
-        one.pack(k0, kcount, bp + i * plane, ldb);
-      } else {
-        const im2col_packer<T, Arch, Prologue> one{
-            x.plane_ptr(n0 + i, 0), x.strides().c, x.strides().h, pb, 0, plane, prologue};
-        one.pack(k0, kcount, bp + i * plane, ldb);
-      }
+      const pointwise_packer<T, Arch, Prologue> one{x.plane_ptr(n0 + i, 0), x.strides().c, plane, prologue};
+      one.pack(k0, kcount, bp + i * plane, ldb);
     }
   }
 };
@@ -258,7 +252,7 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
           }
         };
         if (pointwise) {
-          group_packer<T, Arch, Prologue> packer{x, pb, n0, images, plan.plane, prologue};
+          pointwise_group_packer<T, Arch, Prologue> packer{x, n0, images, plan.plane, prologue};
           gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, tile, plan.group_ld, images * plan.plane, finish);
         } else {
           T* padded =

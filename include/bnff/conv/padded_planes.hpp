@@ -90,8 +90,8 @@ inline index_t padded_group_scratch_size(const conv2d_problem& pb, index_t image
 }
 
 // B for several images side by side (columns [i * plane, (i + 1) * plane) are image
-// n0 + i's), as group_packer builds it, from padded planes: pack(k0, kcount) pads the
-// channels its rows use (each once per depth block) into `scratch`, then copies runs.
+// n0 + i's), from padded planes: pack(k0, kcount) pads the channels its rows use (each
+// once per depth block) into `scratch`, then copies runs.
 template <class T, class Arch, class Prologue>
 struct padded_group_packer {
   const tensor_view<const T>& x;
