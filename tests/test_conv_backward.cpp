@@ -190,12 +190,20 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
   // segments of partials, an odd count of dY rows, channel slices padded with NaN.
   check_weight_gradient<float>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 2, true);
   check_weight_gradient<double>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 1, false);
-  // Small planes build im2col from padded planes, run by run of positions: runs that start
-  // inside an image (inside an output row: 11 images of 7 x 7 in two runs of 272), at
-  // stride 1 and 2.
-  check_weight_gradient<float>({11, 3, 7, 7, 5, 3, 3, 1, 1}, 1, true);
-  check_weight_gradient<double>({11, 3, 7, 7, 5, 3, 3, 1, 1}, 0, false);
-  check_weight_gradient<float>({10, 3, 15, 13, 4, 3, 3, 1, 2}, 2, true);
+  // Small planes with a small dW read im2col from a slab, one run per image.
+  const conv2d_problem small_dw{11, 3, 7, 7, 5, 3, 3, 1, 1};
+  REQUIRE(bnff::conv2d_backward_weights_plan<float>(small_dw).slab);
+  check_weight_gradient<float>(small_dw, 1, true);
+  check_weight_gradient<double>(small_dw, 0, false);
+  // Otherwise (a dW of 553 KB, or stride 2) they build im2col from padded planes, run by run
+  // of positions: runs that start inside an image (inside an output row: 11 images of 7 x 7
+  // in two runs of 272).
+  const conv2d_problem large_dw{11, 240, 7, 7, 64, 3, 3, 1, 1};
+  REQUIRE(!bnff::conv2d_backward_weights_plan<float>(large_dw).slab);
+  check_weight_gradient<float>(large_dw, 1, true);
+  const conv2d_problem strided{10, 3, 15, 13, 4, 3, 3, 1, 2};
+  REQUIRE(!bnff::conv2d_backward_weights_plan<float>(strided).slab);
+  check_weight_gradient<float>(strided, 2, true);
 }
 
 TEST_CASE("convolution gradients agree with finite differences in double", "[conv][backward][fd]") {

@@ -120,6 +120,8 @@ struct conv2d_backward_weights_plan {
   static constexpr index_t max_col_block = 128;
   // Runs read in place from a slab need no packed im2col block in L2: longer runs, fewer passes.
   static constexpr index_t slab_kc = 1024;
+  // Below this many bytes of dW, small planes read im2col from a slab too (see the constructor).
+  static constexpr index_t small_dw_bytes = index_t(512) << 10;
   // Positions per kernel call: the kernel's block of dY^T, kc_inner x NV batches, stays in
   // L1 (32 KiB) while every column of the block sweeps it.
   static constexpr index_t inner_bytes = 32 * 1024;
@@ -147,10 +149,15 @@ struct conv2d_backward_weights_plan {
     rows = pb.k;
     cols = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
-    // Only where an image's grid holds at least one full run: runs never span images on the
-    // grid, and small planes (14 x 14, 7 x 7) would give dot products of a few batches, which
-    // the packed path avoids by running across images.
-    slab = pb.stride == 1 && !pb.is_pointwise() && pb.p() * (pb.w + 2 * pb.pad) >= kc;
+    // Where an image's grid holds at least one full run, or where dW is small. Runs never
+    // span images on the grid, so on a small plane (14 x 14, 7 x 7) a run is one image and
+    // every run ends by adding the register tiles into the task's block of partial dW^T:
+    // cheap while that block stays in L2 (DenseNet's 3x3 layers, 32 x 1152: slab runs made
+    // the weight gradient 1.4-1.5x faster at 14 x 14 and 1.1x at 7 x 7, with no im2col to
+    // pack), but ResNet-50's conv5_x 3x3 (512 x 4608, 9.4 MB) became 1.3x slower; the packed
+    // path runs across images there, 400 positions per run.
+    slab = pb.stride == 1 && !pb.is_pointwise() &&
+           (pb.p() * (pb.w + 2 * pb.pad) >= kc || rows * cols * index_t(sizeof(T)) <= small_dw_bytes);
     if (slab) {
       wp = pb.w + 2 * pb.pad;
       hp = pb.h + 2 * pb.pad;
