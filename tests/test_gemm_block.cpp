@@ -2,6 +2,7 @@
 // for sizes around the register tile (mr, nr) and the depth block (kc).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -135,6 +136,76 @@ TEST_CASE("lookahead covers its rows' cache lines within the paced steps", "[gem
         for (index_t line = first; line <= last; ++line) ++expect[std::size_t(line)];
       }
       CHECK(seen == expect);
+    }
+}
+
+// A chain hands out every line of its first stream, then every line of its second,
+// each once, within the paced steps; made from one lookahead it is that stream alone.
+TEST_CASE("lookahead_chain gives its first stream's lines, then its second's", "[gemm]") {
+  alignas(64) static float data[64 * 64];
+  const index_t ld = 2 * 64 + 7;
+  const bnff::gemm::lookahead a(data + 5, ld, 40, 6), b(data + 9 * ld, ld, 17, 4);
+  const auto lines_of = [](bnff::gemm::lookahead s) {
+    std::vector<const char*> out;
+    while (!s.done()) out.push_back(s.take_line());
+    return out;
+  };
+  std::vector<const char*> want = lines_of(a);
+  const std::vector<const char*> second = lines_of(b);
+  REQUIRE(!want.empty());
+  REQUIRE(!second.empty());
+  want.insert(want.end(), second.begin(), second.end());
+  for (const index_t steps : {index_t(1), index_t(want.size()), index_t(997)}) {
+    bnff::gemm::lookahead_chain chain(a, b);
+    CHECK(chain.lines() >= index_t(want.size()));
+    chain.pace(steps);
+    std::vector<const char*> got;
+    for (index_t s = 0; s < std::max(steps, chain.lines()); ++s)
+      if (const char* p = chain.next_line()) got.push_back(p);
+    CHECK(got == want);
+    CHECK(chain.done());
+    if (steps >= chain.lines()) CHECK(index_t(got.size()) <= steps);
+  }
+  bnff::gemm::lookahead_chain only(a);
+  only.pace(1);
+  std::vector<const char*> got;
+  while (const char* p = only.next_line()) got.push_back(p);
+  CHECK(got == lines_of(a));
+}
+
+// gemm_tile_rows reads B in place; a lookahead beside it changes no bit.
+TEST_CASE("gemm_tile_rows with a lookahead gives the bits of gemm_tile_rows without", "[gemm]") {
+  using arch = xsimd::default_arch;
+  using blk = bnff::gemm::blocking<float>;
+  const index_t m = blk::mc + 3, kdim = blk::kc + 11, cols = 2 * blk::nr + 5, ldb = bnff::gemm::round_up(cols, blk::nr);
+  const auto a = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(m * kdim), 5));
+  auto b = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(kdim * ldb), 6));
+  std::vector<float> ap(std::size_t(bnff::gemm::aligned_extent<float>(bnff::gemm::packed_a_size<float, arch>(m, kdim))));
+  float* apa = bnff::gemm::align_pointer(ap.data());
+  bnff::gemm::pack_a<float, arch>(
+      m, kdim, [&](index_t i, index_t k) { return a[std::size_t(i * kdim + k)]; }, apa);
+  std::vector<const float*> rows(std::size_t(blk::kc));
+  const auto rows_for = [&](index_t k0, index_t kcount) {
+    for (index_t k = 0; k < kcount; ++k) rows[std::size_t(k)] = b.data() + (k0 + k) * ldb;
+    return static_cast<const float* const*>(rows.data());
+  };
+  std::vector<float> plain(std::size_t(m * cols)), ahead(std::size_t(m * cols));
+  std::vector<index_t> finished;
+  bnff::gemm::gemm_tile_rows<float, arch>(m, kdim, apa, rows_for, plain.data(), cols, cols,
+                                          [&](index_t row0, index_t) { finished.push_back(row0); });
+  const bnff::gemm::lookahead next(a.data(), kdim, kdim, m);
+  std::vector<index_t> finished_ahead;
+  bnff::gemm::gemm_tile_rows<float, arch>(
+      m, kdim, apa, rows_for, ahead.data(), cols, cols, [&](index_t row0, index_t) { finished_ahead.push_back(row0); },
+      next);
+  REQUIRE(ahead == plain);
+  CHECK(finished_ahead == finished);
+  // and both are the product
+  for (index_t i = 0; i < m; i += 7)
+    for (index_t j = 0; j < cols; j += 5) {
+      double ref = 0;
+      for (index_t k = 0; k < kdim; ++k) ref += double(a[std::size_t(i * kdim + k)]) * double(b[std::size_t(k * ldb + j)]);
+      REQUIRE(double(plain[std::size_t(i * cols + j)]) == Approx(ref).epsilon(1e-4).margin(1e-4));
     }
 }
 

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <algorithm>
+#include <type_traits>
+#include <utility>
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
@@ -217,6 +219,16 @@ struct pointwise_group_packer {
   }
 };
 
+// An epilogue that reads memory besides its tile (the backward's ReLU mask reads the
+// saved BN input) names it: epilogue.side_input(n, k0, rows, col0, cols) gives the lines
+// it will read for that tile, and the engine prefetches them while the tile computes.
+template <class E, class = void>
+struct has_side_input : std::false_type {};
+template <class E>
+struct has_side_input<E, std::void_t<decltype(std::declval<const E&>().side_input(index_t{}, index_t{}, index_t{},
+                                                                                 index_t{}, index_t{}))>>
+    : std::true_type {};
+
 // The engine itself; arguments are assumed valid (the public operations check them).
 // Epilogue receives every output_tile<T> once, from the task that owns it.
 template <class T, class Arch, class Prologue, class Epilogue>
@@ -279,7 +291,12 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
           next = gemm::lookahead(x.plane_ptr(n1, 0) + c1, x.strides().c, std::min(plan.tile, plan.plane - c1),
                                  std::min<index_t>(blk::kc, kdim));
         }
-        gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish, next);
+        if constexpr (has_side_input<Epilogue>::value) {
+          const gemm::lookahead_chain side_then_next(epilogue.side_input(n, 0, pb.k, col0, cols), next);
+          gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish, side_then_next);
+        } else {
+          gemm::gemm_tile<T, Arch>(pb.k, kdim, ap, packer, bp, c, ldc, cols, finish, next);
+        }
       } else if (plan.in_place) {
         const slab_span sp(pb, col0, cols);
         T* slab = bp;
@@ -297,7 +314,11 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
           copy_out<Arch>(pb, sp, grid + row0 * plan.grid_ld, plan.grid_ld, c + row0 * ldc, ldc, nrows);
           finish(row0, nrows);
         };
-        gemm::gemm_tile_rows<T, Arch>(pb.k, kdim, ap, rows_for, grid, plan.grid_ld, sp.grid_cols, finish_grid);
+        if constexpr (has_side_input<Epilogue>::value)
+          gemm::gemm_tile_rows<T, Arch>(pb.k, kdim, ap, rows_for, grid, plan.grid_ld, sp.grid_cols, finish_grid,
+                                        epilogue.side_input(n, 0, pb.k, col0, cols));
+        else
+          gemm::gemm_tile_rows<T, Arch>(pb.k, kdim, ap, rows_for, grid, plan.grid_ld, sp.grid_cols, finish_grid);
       } else {
         im2col_packer<T, Arch, Prologue> packer{x.plane_ptr(n, 0), x.strides().c, x.strides().h, pb, col0, cols,
                                                 prologue};

@@ -7,8 +7,8 @@
 #include <xsimd/xsimd.hpp>
 
 #include "bnff/config.hpp"
-#include "bnff/fusion/detail/for_each_batch.hpp"
 #include "bnff/fusion/output_tile.hpp"
+#include "bnff/gemm/lookahead.hpp"
 #include "bnff/simd/fma.hpp"
 #include "bnff/stats/stats_partition.hpp"
 #include "bnff/tensor/tensor_view.hpp"
@@ -37,31 +37,46 @@ inline bn_backward_partial merge_bn_backward_channel(const stats_partition& part
 
 namespace detail {
 
+// Independent accumulator pairs of block_backward_sums: one pair is bound by the FMA
+// latency (4 cycles a batch, on which the rest of the block waits); four keep up with
+// the loads.
+constexpr int bn_backward_unroll = 4;
+
 // (sum dy, sum dy * (x - mean)) over one block of len elements, dy[i] given by
-// vdy(i) for the full batches and sdy(i) for the tail: two accumulators in T over
-// the batches, the tail in scalars, both added in double in a fixed order, so the
-// bits depend only on the values and len (not on where the block sits).
+// vdy(i, x batch) for the full batches and sdy(i) for the tail: groups of
+// bn_backward_unroll batches into as many accumulator pairs in T, the batches left
+// into the first pair, the tail in scalars, all added in double in a fixed order, so
+// the bits depend only on the values and len (not on where the block sits).
 template <class T, class Arch, class VectorDy, class ScalarDy>
 BNFF_ALWAYS_INLINE bn_backward_partial block_backward_sums(const T* BNFF_RESTRICT x, index_t len, T mean,
                                                            VectorDy&& vdy, ScalarDy&& sdy) noexcept {
   using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  constexpr int u = bn_backward_unroll;
+  static_assert(u == 4, "the fixed pairwise tree below adds four accumulators");
   const batch vmean(mean);
-  batch s0(T(0)), s1(T(0));
+  batch s0[u], s1[u];
+  for (int a = 0; a < u; ++a) s0[a] = s1[a] = batch(T(0));
+  auto one_batch = [&](index_t i, int a) {
+    const batch xv = batch::load_unaligned(x + i);
+    const batch dy = vdy(i, xv);
+    s0[a] += dy;
+    s1[a] = simd::fma(dy, xv - vmean, s1[a]);
+  };
+  index_t i = 0;
+  for (; i + u * width <= len; i += u * width) {
+#pragma GCC unroll 4
+    for (int a = 0; a < u; ++a) one_batch(i + a * width, a);
+  }
+  for (; i + width <= len; i += width) one_batch(i, 0);
   double t0 = 0, t1 = 0;
-  fusion::detail::for_each_batch<T, Arch>(
-      len,
-      [&](index_t i) {
-        const batch xv = batch::load_unaligned(x + i);
-        const batch dy = vdy(i, xv);
-        s0 += dy;
-        s1 = simd::fma(dy, xv - vmean, s1);
-      },
-      [&](index_t i) {
-        const T dy = sdy(i);
-        t0 += double(dy);
-        t1 += double(dy) * double(x[i] - mean);
-      });
-  return {double(xsimd::hadd(s0)) + t0, double(xsimd::hadd(s1)) + t1};
+  for (; i < len; ++i) {
+    const T dy = sdy(i);
+    t0 += double(dy);
+    t1 += double(dy) * double(x[i] - mean);
+  }
+  return {double(xsimd::hadd((s0[0] + s0[1]) + (s0[2] + s0[3]))) + t0,
+          double(xsimd::hadd((s1[0] + s1[1]) + (s1[2] + s1[3]))) + t1};
 }
 
 // The epilogue's block: dy = da * [x * scale + shift > 0] written over da, and its sums.
@@ -110,6 +125,12 @@ struct bn_relu_backward_epilogue {
   const T* mean = nullptr;
   stats_partition partition{};
   bn_backward_partial* partials = nullptr;
+
+  // What the tile (n; rows [k0, k0 + rows), columns [col0, col0 + cols)) reads besides
+  // itself: x over the same rows and columns, prefetched by the engine as the tile computes.
+  gemm::lookahead side_input(index_t n, index_t k0, index_t rows, index_t col0, index_t cols) const noexcept {
+    return gemm::lookahead(x.plane_ptr(n, k0) + col0, x.strides().c, cols, rows);
+  }
 
   static void prefetch_row(const T* p, index_t bytes) noexcept {
     const char* b = reinterpret_cast<const char*>(p);

@@ -95,10 +95,11 @@ void gemm_tile(index_t m, index_t kdim, const T* ap, Packer& packer, T* bp, T* c
 //     round_up(cols, nr) elements (columns past cols only feed lanes that are never stored)
 //   finish(row0, rows): as in gemm_tile
 // Same loop order, blocking and per-element arithmetic as gemm_tile: only where B's
-// rows come from differs, so both give the same bits for the same B.
-template <class T, class Arch, class RowsFor, class Finish>
+// rows come from differs, so both give the same bits for the same B. A lookahead
+// `next` is prefetched while the last depth block computes (B itself is in place).
+template <class T, class Arch, class RowsFor, class Finish, class Next = no_lookahead>
 void gemm_tile_rows(index_t m, index_t kdim, const T* ap, RowsFor&& rows_for, T* c, index_t ldc, index_t cols,
-                    Finish&& finish) {
+                    Finish&& finish, const Next& next = Next{}) {
   using blk = blocking<T, Arch>;
   using kernel = microkernel<T, Arch, blk::mr, blk::nv>;
   constexpr index_t mr = blk::mr, nr = blk::nr;
@@ -106,6 +107,11 @@ void gemm_tile_rows(index_t m, index_t kdim, const T* ap, RowsFor&& rows_for, T*
     const index_t kcount = std::min<index_t>(blk::kc, kdim - k0);
     const T* const* rows = rows_for(k0, kcount);
     const bool accumulate = k0 > 0, last = k0 + kcount == kdim;
+    Next ahead{};
+    if constexpr (Next::active) {
+      if (last) ahead = next;
+      ahead.pace((m / mr) * (cols / nr) * kcount);
+    }
     for (index_t i0 = 0; i0 < m; i0 += blk::mc) {
       const index_t i1 = std::min<index_t>(m, i0 + blk::mc);
       for (index_t j = 0; j < cols; j += nr) {
@@ -115,7 +121,7 @@ void gemm_tile_rows(index_t m, index_t kdim, const T* ap, RowsFor&& rows_for, T*
           const T* a = ap + i * kdim + k0 * mr;
           const index_t nrows = std::min<index_t>(mr, m - i);
           if (nrows == mr && ncols == nr)
-            kernel::run_on(kcount, a, src, c + i * ldc + j, ldc, accumulate);
+            kernel::run_on(kcount, a, src, c + i * ldc + j, ldc, accumulate, ahead);
           else
             kernel::run_edge_on(kcount, a, src, c + i * ldc + j, ldc, accumulate, nrows, ncols);
         }

@@ -46,6 +46,11 @@ struct lookahead {
   BNFF_ALWAYS_INLINE const char* next_line() noexcept {
     if (++tick < every || row >= rows) return nullptr;
     tick = 0;
+    return take_line();
+  }
+
+  // The stream's next line now (not paced); the stream must not be done.
+  BNFF_ALWAYS_INLINE const char* take_line() noexcept {
     const std::uintptr_t run = reinterpret_cast<std::uintptr_t>(base + row * ld);
     const std::uintptr_t first = run - run % std::uintptr_t(simd::cache_line_bytes);
     const char* p = reinterpret_cast<const char*>(first + std::uintptr_t(off));
@@ -61,6 +66,43 @@ struct lookahead {
   }
 
   bool done() const noexcept { return row >= rows; }
+};
+
+// Two streams paced as one, every line of the first before any of the second: what an
+// epilogue will read of the tile being computed (it must be in cache when the tile's
+// first rows are final), then the first block the caller packs next. Made from a single
+// lookahead, it is that stream alone (gemm_tile's blocks before the last).
+struct lookahead_chain {
+  static constexpr bool active = true;
+  lookahead first, second;
+  index_t every = 1, tick = 0;
+
+  lookahead_chain() = default;
+  lookahead_chain(const lookahead& only) noexcept : first(only) {}  // NOLINT: implicit on purpose
+  lookahead_chain(const lookahead& a, const lookahead& b) noexcept : first(a), second(b) {}
+
+  index_t lines() const noexcept { return first.lines() + second.lines(); }
+
+  void pace(index_t steps) noexcept {
+    const index_t n = lines();
+    every = n > 0 ? std::max<index_t>(1, steps / n) : 1;
+    tick = 0;
+  }
+
+  // As lookahead::next_line, over the first stream and then the second.
+  BNFF_ALWAYS_INLINE const char* next_line() noexcept {
+    if (++tick < every) return nullptr;
+    tick = 0;
+    return !first.done() ? first.take_line() : !second.done() ? second.take_line() : nullptr;
+  }
+
+  BNFF_ALWAYS_INLINE void step() noexcept {
+#if defined(__GNUC__) || defined(__clang__)
+    if (const char* p = next_line()) __builtin_prefetch(p, 0, 2);
+#endif
+  }
+
+  bool done() const noexcept { return first.done() && second.done(); }
 };
 
 // No lookahead: the microkernel's k loop as it is.
