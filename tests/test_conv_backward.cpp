@@ -169,6 +169,51 @@ TEST_CASE("conv2d_backward_data matches the double reference", "[conv][backward]
   }
 }
 
+// The data gradient's transposed filter, Wt[c, k, r, s] = W[k, c, R-1-r, S-1-s]: 1x1 goes by
+// register tiles with remainders in both directions, other kernels and strided views
+// element by element; every element is checked against the definition.
+template <class T>
+void check_flip_transpose(index_t k, index_t c, index_t r, index_t s, bool strided) {
+  using arch = xsimd::default_arch;
+  const conv2d_problem pb{1, c, 8, 8, k, r, s, r / 2, 1};
+  const shape4 fs = pb.filter_shape();
+  // strided: a C stride of 2 (every other element of a wider buffer), so not the 1x1 tile path.
+  const bnff::strides4 st = strided ? bnff::strides4{2 * c * r * s, 2 * r * s, s, 1} : bnff::strides4::packed(fs);
+  std::vector<T> buf(std::size_t(k * st.n), std::numeric_limits<T>::quiet_NaN());
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = T(i) + T(0.5);
+  const tensor_view<const T> w(buf.data(), fs, st);
+  std::vector<T> wt(std::size_t(fs.size()) + 3, T(-3));
+  bnff::detail::flip_transpose_weights<T, arch>(pb, w, wt.data());
+  for (index_t cc = 0; cc < c; ++cc)
+    for (index_t kk = 0; kk < k; ++kk)
+      for (index_t rr = 0; rr < r; ++rr)
+        for (index_t ss = 0; ss < s; ++ss)
+          REQUIRE(wt[std::size_t(((cc * k + kk) * r + rr) * s + ss)] == w(kk, cc, r - 1 - rr, s - 1 - ss));
+  for (std::size_t i = std::size_t(fs.size()); i < wt.size(); ++i) REQUIRE(wt[i] == T(-3));
+}
+
+TEST_CASE("flip_transpose_weights gives the transposed convolution's filter", "[conv][backward]") {
+  check_flip_transpose<float>(35, 37, 1, 1, false);  // 2 x 2 tiles of 16 and remainders
+  check_flip_transpose<float>(16, 48, 1, 1, false);  // whole tiles only
+  check_flip_transpose<float>(5, 3, 1, 1, false);    // smaller than one tile
+  check_flip_transpose<float>(35, 37, 1, 1, true);
+  check_flip_transpose<float>(21, 19, 3, 3, false);
+  check_flip_transpose<float>(4, 6, 3, 2, true);
+  check_flip_transpose<double>(19, 17, 1, 1, false);  // tiles of 8
+  check_flip_transpose<double>(9, 7, 3, 3, false);
+}
+
+TEST_CASE("conv2d_backward_data with register-tile weight transposes matches the double reference",
+          "[conv][backward]") {
+  for (const conv2d_problem pb : {conv2d_problem{2, 33, 5, 3, 35, 1, 1, 0, 1}, conv2d_problem{3, 48, 4, 4, 16, 1, 1, 0, 1},
+                                  conv2d_problem{2, 40, 7, 7, 19, 1, 1, 0, 1}}) {
+    INFO("problem c" << pb.c << " k" << pb.k << " " << pb.h << "x" << pb.w);
+    check_data_gradient<float>(pb, false, 0);
+    check_data_gradient<float>(pb, false, 1);
+    check_data_gradient<double>(pb, false, 0);
+  }
+}
+
 TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backward]") {
   for (const auto& pb : sweep()) {
     INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " r" << pb.r << " s"

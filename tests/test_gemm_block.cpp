@@ -86,6 +86,23 @@ TEST_CASE("gemm_tile in double", "[gemm]") {
   check_gemm<double>(8, 5, 24);
 }
 
+// pack_a_rows (a dense row-major A) writes what pack_a does, padding rows included.
+TEST_CASE("pack_a_rows equals pack_a", "[gemm]") {
+  using arch = xsimd::default_arch;
+  using blk = bnff::gemm::blocking<float>;
+  for (const index_t m : {index_t(1), index_t(blk::mr), index_t(3 * blk::mr + 5)})
+    for (const index_t kdim : {index_t(1), index_t(37)}) {
+      const index_t lda = kdim + 3;
+      const auto a = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(m * lda), 8));
+      const auto size = std::size_t(bnff::gemm::packed_a_size<float, arch>(m, kdim));
+      std::vector<float> want(size, -1.0f), got(size, -2.0f);
+      bnff::gemm::pack_a<float, arch>(
+          m, kdim, [&](index_t i, index_t k) { return a[std::size_t(i * lda + k)]; }, want.data());
+      bnff::gemm::pack_a_rows<float, arch>(m, kdim, a.data(), lda, got.data());
+      REQUIRE(got == want);
+    }
+}
+
 // The lookahead only prefetches: gemm_tile with one gives the same bits as without.
 TEST_CASE("gemm_tile with a lookahead gives the bits of gemm_tile without", "[gemm]") {
   using arch = xsimd::default_arch;

@@ -236,12 +236,38 @@ struct conv2d_backward_weights_plan {
 namespace detail {
 
 // Wt[c, k, r, s] = W[k, c, R-1-r, S-1-s]: the forward weights of the transposed convolution.
-template <class T>
+// 1x1 (the data gradient's most frequent case, where this is a plain transpose) goes by
+// batch-square register tiles; elsewhere element by element, in blocks of 16 x 16 (c, k)
+// so that W's rows, C * R * S elements apart, stay in cache.
+template <class T, class Arch>
 void flip_transpose_weights(const conv2d_problem& pb, const tensor_view<const T>& w, T* wt) {
-  for (index_t c = 0; c < pb.c; ++c)
-    for (index_t k = 0; k < pb.k; ++k)
-      for (index_t r = 0; r < pb.r; ++r)
-        for (index_t s = 0; s < pb.s; ++s) *wt++ = w(k, c, pb.r - 1 - r, pb.s - 1 - s);
+  constexpr index_t width = index_t(xsimd::batch<T, Arch>::size), tile = 16;
+  const index_t rs = pb.r * pb.s;
+  index_t c_done = 0, k_done = 0;  // the tiles below cover [0, c_done) x [0, k_done)
+  if (rs == 1 && w.strides().c == 1) {
+    c_done = pb.c / width * width;
+    k_done = pb.k / width * width;
+    const T* rows[width];
+    for (index_t c0 = 0; c0 < c_done; c0 += width)
+      for (index_t k0 = 0; k0 < k_done; k0 += width) {
+        for (index_t i = 0; i < width; ++i) rows[i] = &w(k0 + i, c0, 0, 0);
+        simd::transpose_tile<T, Arch>(rows, wt + c0 * pb.k + k0, pb.k);
+      }
+  }
+  auto one = [&](index_t c, index_t k) {
+    T* dst = wt + (c * pb.k + k) * rs;
+    for (index_t r = 0; r < pb.r; ++r)
+      for (index_t s = 0; s < pb.s; ++s) dst[r * pb.s + s] = w(k, c, pb.r - 1 - r, pb.s - 1 - s);
+  };
+  // The rest: columns [k_done, K) of rows [0, c_done), then rows [c_done, C) whole.
+  auto blocks = [&](index_t c_lo, index_t c_hi, index_t k_lo, index_t k_hi) {
+    for (index_t c0 = c_lo; c0 < c_hi; c0 += tile)
+      for (index_t k0 = k_lo; k0 < k_hi; k0 += tile)
+        for (index_t k = k0; k < std::min(k_hi, k0 + tile); ++k)
+          for (index_t c = c0; c < std::min(c_hi, c0 + tile); ++c) one(c, k);
+  };
+  blocks(0, c_done, k_done, pb.k);
+  blocks(c_done, pb.c, 0, pb.k);
 }
 
 // dX_n[c, p * stride - pad + r, q * stride - pad + s] += cols[(c, r, s), position] for the
@@ -288,7 +314,7 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
   const conv2d_problem& pb = plan.problem;
   if (plan.forward) {
     T* wt = gemm::align_pointer(workspace);
-    flip_transpose_weights(pb, w, wt);
+    flip_transpose_weights<T, Arch>(pb, w, wt);
     const tensor_view<const T> wtv(wt, shape4{pb.c, pb.k, pb.r, pb.s});
     conv2d_forward_run(*plan.forward, dy, wtv, dx, identity_prologue{}, epilogue, workspace + plan.weights_size());
     return;

@@ -238,8 +238,11 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
   const conv2d_problem& pb = plan.problem;
   const index_t kdim = plan.kdim, rs = pb.r * pb.s;
   T* ap = gemm::align_pointer(workspace);
-  gemm::pack_a<T, Arch>(
-      pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
+  if (w.contiguous())  // the usual case: A is W as a K x CRS row-major matrix
+    gemm::pack_a_rows<T, Arch>(pb.k, kdim, w.data(), kdim, ap);
+  else
+    gemm::pack_a<T, Arch>(
+        pb.k, kdim, [&](index_t k, index_t kk) { return w(k, kk / rs, (kk % rs) / pb.s, kk % pb.s); }, ap);
   const bool pointwise = pb.is_pointwise();
   T* b_base = workspace + plan.packed_a_size();
   gemm::shared_task_queue queue(plan.tasks, max_threads());
@@ -257,9 +260,9 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
         auto finish = [&](index_t row0, index_t rows) {
           for (index_t i = 0; i < images; ++i) {
             T* yi = y.plane_ptr(n0 + i, 0);
+            // Inline copies: a row is one plane (49 or 196 elements), too short for a library call.
             for (index_t r = row0; r < row0 + rows; ++r)
-              std::copy(tile + r * plan.group_ld + i * plan.plane, tile + r * plan.group_ld + (i + 1) * plan.plane,
-                        yi + r * ldy);
+              copy_run<Arch>(tile + r * plan.group_ld + i * plan.plane, yi + r * ldy, plan.plane);
             epilogue(output_tile<T>{yi + row0 * ldy, ldy, n0 + i, row0, rows, 0, plan.plane});
           }
         };
