@@ -4,6 +4,8 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <type_traits>
 
 namespace bnff {
 
@@ -16,11 +18,31 @@ class error : public std::invalid_argument {
 
 namespace detail {
 
+// The parts of a message, formatted only when streamed or converted to a string:
+// a check that passes (every check, in a training loop) builds no string.
 template <class... Parts>
-std::string concat(const Parts&... parts) {
-  std::ostringstream os;
-  (os << ... << parts);
-  return os.str();
+struct message {
+  std::tuple<Parts...> parts;
+
+  template <class Os>
+  friend Os& operator<<(Os& os, const message& m) {
+    std::apply([&](const auto&... p) { (os << ... << p); }, m.parts);
+    return os;
+  }
+  operator std::string() const {  // NOLINT: implicit, for error(concat(...))
+    std::ostringstream os;
+    os << *this;
+    return os.str();
+  }
+};
+
+// A part as a message keeps it: string literals as pointers, everything else by value.
+template <class P>
+using message_part = std::conditional_t<std::is_array_v<P>, const std::remove_extent_t<P>*, P>;
+
+template <class... Parts>
+message<message_part<Parts>...> concat(const Parts&... parts) {
+  return {std::tuple<message_part<Parts>...>(parts...)};
 }
 
 }  // namespace detail
