@@ -205,7 +205,7 @@ TEST_CASE("flip_transpose_weights gives the transposed convolution's filter", "[
 
 TEST_CASE("conv2d_backward_data with register-tile weight transposes matches the double reference",
           "[conv][backward]") {
-  for (const conv2d_problem pb : {conv2d_problem{2, 33, 5, 3, 35, 1, 1, 0, 1}, conv2d_problem{3, 48, 4, 4, 16, 1, 1, 0, 1},
+  for (const conv2d_problem& pb : {conv2d_problem{2, 33, 5, 3, 35, 1, 1, 0, 1}, conv2d_problem{3, 48, 4, 4, 16, 1, 1, 0, 1},
                                   conv2d_problem{2, 40, 7, 7, 19, 1, 1, 0, 1}}) {
     INFO("problem c" << pb.c << " k" << pb.k << " " << pb.h << "x" << pb.w);
     check_data_gradient<float>(pb, false, 0);

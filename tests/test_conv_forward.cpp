@@ -140,6 +140,50 @@ struct conv_tester {
     return a;
   }
 
+  // The rounding error bound of each output, without the bias term: scaled by u, it bounds
+  // |y - y_exact| (doubled for margin where it is used).
+  //  - direct engine: a k-term float dot product (k = C*R*S) plus one rounding of the
+  //    prologue: (k + 2) * sum |a||w|;
+  //  - Winograd F(2x2, 3x3): M_xi = sum_c U_xi V_xi in float (C roundings), V from two
+  //    levels of additions, U rounded once from double, the output transform two more levels
+  //    and the prologue one: at most (C + 10) * sum_xi sum_c |U_xi||V_xi| to first order. The
+  //    transforms' entries are at most 1 in magnitude and an output reads 9 of the 16 xi,
+  //    so sum_xi |U_xi||V_xi| <= 9 * (sum_rs |g|) * (sum over the tile's 4x4 window |a|).
+  std::vector<double> error_bound(const std::vector<double>& mag) const {
+    std::vector<double> wabs(w.size());
+    for (std::size_t i = 0; i < w.size(); ++i) wabs[i] = std::abs(w[i]);
+    auto bound = bnff::ref::conv2d_forward(pb, mag, wabs);
+    const double kdim = double(pb.c * pb.r * pb.s);
+    if (!bnff::conv2d_plan<T>(pb).winograd) {
+      for (double& b : bound) b *= kdim + 2;
+      return bound;
+    }
+    const index_t P = pb.p(), Q = pb.q();
+    std::vector<double> gsum(std::size_t(pb.k * pb.c), 0.0);
+    for (index_t k = 0; k < pb.k; ++k)
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < 9; ++i) gsum[std::size_t(k * pb.c + c)] += wabs[std::size_t((k * pb.c + c) * 9 + i)];
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t p = 0; p < P; ++p)
+        for (index_t q = 0; q < Q; ++q) {
+          std::vector<double> dsum(std::size_t(pb.c), 0.0);
+          for (index_t c = 0; c < pb.c; ++c)
+            for (index_t i = 0; i < 4; ++i)
+              for (index_t j = 0; j < 4; ++j) {
+                const index_t ih = p / 2 * 2 - pb.pad + i, iw = q / 2 * 2 - pb.pad + j;
+                if (ih >= 0 && ih < pb.h && iw >= 0 && iw < pb.w)
+                  dsum[std::size_t(c)] += mag[std::size_t(((n * pb.c + c) * pb.h + ih) * pb.w + iw)];
+              }
+          for (index_t k = 0; k < pb.k; ++k) {
+            double sum = 0;
+            for (index_t c = 0; c < pb.c; ++c) sum += gsum[std::size_t(k * pb.c + c)] * dsum[std::size_t(c)];
+            const auto j = std::size_t(((n * pb.k + k) * P + p) * Q + q);
+            bound[j] = std::max(bound[j] * (kdim + 2), (double(pb.c) + 10) * 9 * sum);
+          }
+        }
+    return bound;
+  }
+
   void run() {
     make_inputs();
     const result r = run_fused();
@@ -147,12 +191,9 @@ struct conv_tester {
     std::vector<double> mag;
     const auto a = conv_input(mag);
     const auto ref = bnff::ref::conv2d_forward(pb, a, w, kind == op::conv_bias ? &bias : nullptr);
-    std::vector<double> wabs(w.size());
-    for (std::size_t i = 0; i < w.size(); ++i) wabs[i] = std::abs(w[i]);
-    const auto bound = bnff::ref::conv2d_forward(pb, mag, wabs);
-    // Error of a k-term float dot product (k = C*R*S, plus one rounding of the prologue and one
-    // of the bias): (k + 2) * u * sum |a||w| + u * |bias|, doubled for margin.
-    const double u = std::numeric_limits<T>::epsilon() / 2, kdim = double(pb.c * pb.r * pb.s);
+    const auto bound = error_bound(mag);
+    // u * bound plus one rounding of the bias, doubled for margin.
+    const double u = std::numeric_limits<T>::epsilon() / 2;
     std::vector<double> y(std::size_t(ys.size()));
     for (index_t n = 0; n < pb.n; ++n)
       for (index_t k = 0; k < yb.c; ++k)
@@ -166,7 +207,7 @@ struct conv_tester {
           const auto j = std::size_t((n * pb.k + kk) * ys.plane() + i);
           y[j] = got;
           const double tol =
-              2 * ((kdim + 2) * u * bound[j] + u * std::abs(kind == op::conv_bias ? bias[std::size_t(kk)] : 0.0)) +
+              2 * (u * bound[j] + u * std::abs(kind == op::conv_bias ? bias[std::size_t(kk)] : 0.0)) +
               1e-300;
           if (!(std::abs(got - ref[j]) <= tol)) {
             FAIL("y(" << n << ", " << kk << ", " << i << ") = " << got << ", reference " << ref[j] << ", tol " << tol);
@@ -193,10 +234,10 @@ struct conv_tester {
     // off by at most tol_max per element, so the mean by tol_max and the variance by about
     // 2 * std * tol_max (plus rounding of the double merge, far smaller).
     const auto st = bnff::ref::batch_stats(ys, ref);
-    const double u = std::numeric_limits<T>::epsilon() / 2, kdim = double(pb.c * pb.r * pb.s);
+    const double u = std::numeric_limits<T>::epsilon() / 2;
     double bmax = 0;
     for (double v : bound) bmax = std::max(bmax, v);
-    const double tol = 2 * (kdim + 2) * u * bmax + 1e-12;
+    const double tol = 2 * u * bmax + 1e-12;
     for (index_t k = 0; k < pb.k; ++k) {
       const moments m = bnff::merge_channel(part, r.partials.data(), k);
       REQUIRE(m.count == double(pb.n * ys.plane()));
@@ -344,4 +385,59 @@ TEST_CASE("small planes are computed in image groups", "[conv]") {
   // Large planes and single images keep one image per task.
   CHECK(bnff::conv2d_plan<float>({3, 17, 30, 29, 16, 1, 1, 0, 1}).group == 1);
   CHECK(bnff::conv2d_plan<float>({1, 5, 9, 9, 17, 1, 1, 0, 1}).group == 1);
+}
+
+// 3x3 stride-1 convolutions on planes of more than 256 positions take the Winograd path
+// (F(2x2, 3x3)): every operation, against the double reference within the bound of
+// error_bound, with padding 0, 1 and 2, odd P and Q (tiles cut by the plane's edge), channel
+// counts around the SIMD width, several bands of tiles per image, batch 1 and 3, channel
+// slices, and in double.
+namespace {
+
+std::vector<conv2d_problem> winograd_sweep() {
+  std::vector<conv2d_problem> out;
+  // n, c, h, w, k, r, s, pad, stride
+  for (index_t c : {1, 3, 15, 16, 17, 33}) out.push_back({1, c, 17, 19, 17, 3, 3, 1, 1});
+  for (index_t k : {1, 3, 16, 33}) out.push_back({3, 16, 18, 17, k, 3, 3, 1, 1});
+  out.push_back({1, 16, 19, 21, 16, 3, 3, 0, 1});  // no padding: P x Q = 17 x 19
+  out.push_back({1, 5, 15, 17, 7, 3, 3, 2, 1});    // padding 2: P x Q = 17 x 19
+  out.push_back({3, 33, 40, 41, 9, 3, 3, 1, 1});   // 420 tiles per image in bands of 96
+  out.push_back({2, 300, 17, 16, 8, 3, 3, 1, 1});  // C > kc: the GEMMs in two depth blocks
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("3x3 stride-1 convolutions on large planes take the Winograd path", "[conv][winograd]") {
+  for (const auto& pb : winograd_sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " pad" << pb.pad);
+    REQUIRE(bnff::conv2d_plan<float>(pb).winograd);
+    conv_tester<float>().problem(pb).operation(op::conv).run();
+    conv_tester<float>().problem(pb).operation(op::conv_bias).sliced(2, 1).run();
+    conv_tester<float>().problem(pb).operation(op::conv_stats).sliced(0, 3).run();
+    conv_tester<float>().problem(pb).operation(op::bn_relu_conv_stats).sliced(1, 2).run();
+  }
+  conv_tester<double>().problem({3, 17, 17, 18, 9, 3, 3, 1, 1}).operation(op::bn_relu_conv_stats).sliced(1, 1).run();
+  // Where it does not apply: stride 2, other kernels, planes of at most 256 positions.
+  CHECK_FALSE(bnff::conv2d_plan<float>({1, 8, 33, 33, 8, 3, 3, 1, 2}).winograd);
+  CHECK_FALSE(bnff::conv2d_plan<float>({1, 8, 33, 33, 8, 5, 5, 2, 1}).winograd);
+  CHECK_FALSE(bnff::conv2d_plan<float>({1, 8, 16, 16, 8, 3, 3, 1, 1}).winograd);
+  CHECK(bnff::conv2d_plan<float>({1, 8, 17, 16, 8, 3, 3, 1, 1}).winograd);
+}
+
+TEST_CASE("Winograd: epilogue statistics equal the standalone kernel's, on other archs too", "[conv][winograd]") {
+  const conv2d_problem pb{2, 19, 31, 33, 10, 3, 3, 1, 1};
+  REQUIRE(bnff::conv2d_plan<float>(pb).winograd);
+  check_epilogue_stats_equal_standalone<xsimd::default_arch>(pb);
+  check_epilogue_stats_equal_standalone<xsimd::sse2>(pb);
+  check_epilogue_stats_equal_standalone<xsimd::fma3<xsimd::avx2>>(pb);
+  conv_tester<float> t;
+  t.problem(pb).operation(op::bn_relu_conv_stats);
+  t.make_inputs();
+  bnff::set_num_threads(1);
+  const auto r1 = t.run_fused();
+  bnff::set_num_threads(2);
+  const auto r2 = t.run_fused();
+  REQUIRE(std::memcmp(r1.ybuf.data(), r2.ybuf.data(), r1.ybuf.size() * sizeof(float)) == 0);
+  REQUIRE(std::memcmp(r1.partials.data(), r2.partials.data(), r1.partials.size() * sizeof(moments)) == 0);
 }

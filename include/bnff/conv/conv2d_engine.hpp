@@ -20,6 +20,7 @@
 #include "bnff/conv/conv2d_problem.hpp"
 #include "bnff/conv/padded_planes.hpp"
 #include "bnff/conv/padded_slab.hpp"
+#include "bnff/conv/winograd.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
 #include "bnff/gemm/task_queue.hpp"
@@ -48,8 +49,12 @@ struct conv2d_plan {
   bool in_place = false;
   index_t slab_ld = 0;  // slab elements per input channel
   index_t grid_ld = 0;  // row stride of a task's output on the padded grid (a multiple of nr)
+  // 3x3 stride 1 on planes of more than detail::winograd_min_plane positions: F(2x2, 3x3),
+  // one image per task (winograd.hpp); `tile` still cuts the output for the epilogue.
+  bool winograd = false;
+  detail::winograd_layout<T, Arch> wg;
 
-  explicit conv2d_plan(const conv2d_problem& pb) : problem(pb) {
+  explicit conv2d_plan(const conv2d_problem& pb) : problem(pb), wg(pb) {
     kdim = pb.c * pb.r * pb.s;
     plane = pb.p() * pb.q();
     // Balanced tiles of at most about nc_max columns, rounded up to whole register tiles.
@@ -69,7 +74,9 @@ struct conv2d_plan {
       tasks = gemm::ceil_div(pb.n, group);
       group_ld = gemm::round_up(group * plane, blk::nr);
     }
-    in_place = pb.stride == 1 && !pb.is_pointwise() && group == 1;
+    winograd = detail::winograd_eligible(pb) && group == 1;
+    if (winograd) tasks = pb.n;
+    in_place = pb.stride == 1 && !pb.is_pointwise() && group == 1 && !winograd;
     if (in_place)
       for (index_t t = 0; t < tiles; ++t) {
         const detail::slab_span sp(pb, t * tile, std::min(tile, plane - t * tile));
@@ -79,6 +86,7 @@ struct conv2d_plan {
   }
 
   index_t packed_a_size() const noexcept {
+    if (winograd) return wg.weights_size();
     return gemm::aligned_extent<T>(gemm::packed_a_size<T, Arch>(problem.k, kdim));
   }
   index_t packed_b_size() const noexcept {
@@ -87,6 +95,7 @@ struct conv2d_plan {
   // Per-thread scratch: a packed B block (and, with image groups, the output tile), or
   // (in place) the input slab and the output grid tile.
   index_t thread_scratch_size() const noexcept {
+    if (winograd) return wg.scratch_size(problem);
     if (group > 1) return packed_b_size() + gemm::aligned_extent<T>(problem.k * group_ld) + padded_size();
     if (!in_place) return packed_b_size();
     return gemm::aligned_extent<T>(problem.c * slab_ld) + gemm::aligned_extent<T>(problem.k * grid_ld);
@@ -238,6 +247,17 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
   const conv2d_problem& pb = plan.problem;
   const index_t kdim = plan.kdim, rs = pb.r * pb.s;
   T* ap = gemm::align_pointer(workspace);
+  if (plan.winograd) {
+    winograd_pack_weights<T, Arch>(pb, w, plan.wg.packed_u, ap);
+    T* scratch0 = workspace + plan.packed_a_size();
+    gemm::shared_task_queue queue(plan.tasks, max_threads());
+    parallel_region([&](int thread, int) {
+      T* scratch = scratch0 + index_t(thread) * plan.thread_scratch_size();
+      for (index_t n = queue.claim(thread); n < plan.tasks; n = queue.claim(thread))
+        winograd_image<T, Arch>(pb, plan.wg, ap, x, y, n, prologue, epilogue, plan.tile, scratch);
+    });
+    return;
+  }
   if (w.contiguous())  // the usual case: A is W as a K x CRS row-major matrix
     gemm::pack_a_rows<T, Arch>(pb.k, kdim, w.data(), kdim, ap);
   else
