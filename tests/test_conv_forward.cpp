@@ -144,43 +144,59 @@ struct conv_tester {
   // |y - y_exact| (doubled for margin where it is used).
   //  - direct engine: a k-term float dot product (k = C*R*S) plus one rounding of the
   //    prologue: (k + 2) * sum |a||w|;
-  //  - Winograd F(2x2, 3x3): M_xi = sum_c U_xi V_xi in float (C roundings), V from two
-  //    levels of additions, U rounded once from double, the output transform two more levels
-  //    and the prologue one: at most (C + 10) * sum_xi sum_c |U_xi||V_xi| to first order. The
-  //    transforms' entries are at most 1 in magnitude and an output reads 9 of the 16 xi,
-  //    so sum_xi |U_xi||V_xi| <= 9 * (sum_rs |g|) * (sum over the tile's 4x4 window |a|).
+  //  - Winograd F(4x4, 3x3) (conv/winograd.hpp): M_xi = sum_c U_xi V_xi in float (C
+  //    roundings), U rounded once from double, V from two passes of the 1-d transform (at
+  //    most three roundings each), the output transform two passes of at most four, the
+  //    prologue one: at most (C + 16) * S to first order, where S bounds every term the
+  //    computation adds up: S = sum_c sum_ab |A_ia||A_jb| Ug_ab Vd_ab, with
+  //    Ug_ab = sum_rs |G_ar||G_bs||g_rs| >= |U_ab| and Vd_ab = sum_pq |B_ap||B_bq||a_pq| >= |V_ab|.
   std::vector<double> error_bound(const std::vector<double>& mag) const {
     std::vector<double> wabs(w.size());
     for (std::size_t i = 0; i < w.size(); ++i) wabs[i] = std::abs(w[i]);
     auto bound = bnff::ref::conv2d_forward(pb, mag, wabs);
     const double kdim = double(pb.c * pb.r * pb.s);
-    if (!bnff::conv2d_plan<T>(pb).winograd) {
-      for (double& b : bound) b *= kdim + 2;
-      return bound;
-    }
-    const index_t P = pb.p(), Q = pb.q();
-    std::vector<double> gsum(std::size_t(pb.k * pb.c), 0.0);
+    for (double& b : bound) b *= kdim + 2;
+    if (!bnff::conv2d_plan<T>(pb).winograd) return bound;
+    static constexpr double BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                        {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+    static constexpr double G[6][3] = {{1.0 / 4, 0, 0},     {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                       {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+    static constexpr double AT[4][6] = {
+        {1, 1, 1, 1, 1, 0}, {0, 1, -1, 2, -2, 0}, {0, 1, 1, 4, 4, 0}, {0, 1, -1, 8, -8, 1}};
+    const index_t P = pb.p(), Q = pb.q(), TH = (P + 3) / 4, TW = (Q + 3) / 4;
+    std::vector<double> ug(std::size_t(pb.k * pb.c * 36), 0.0), vd(std::size_t(pb.n * pb.c * TH * TW * 36), 0.0);
     for (index_t k = 0; k < pb.k; ++k)
       for (index_t c = 0; c < pb.c; ++c)
-        for (index_t i = 0; i < 9; ++i) gsum[std::size_t(k * pb.c + c)] += wabs[std::size_t((k * pb.c + c) * 9 + i)];
+        for (int ab = 0; ab < 36; ++ab)
+          for (int r = 0; r < 3; ++r)
+            for (int s2 = 0; s2 < 3; ++s2)
+              ug[std::size_t((k * pb.c + c) * 36 + ab)] += std::abs(G[ab / 6][r] * G[ab % 6][s2]) *
+                                                           wabs[std::size_t(((k * pb.c + c) * 3 + r) * 3 + s2)];
     for (index_t n = 0; n < pb.n; ++n)
-      for (index_t p = 0; p < P; ++p)
-        for (index_t q = 0; q < Q; ++q) {
-          std::vector<double> dsum(std::size_t(pb.c), 0.0);
-          for (index_t c = 0; c < pb.c; ++c)
-            for (index_t i = 0; i < 4; ++i)
-              for (index_t j = 0; j < 4; ++j) {
-                const index_t ih = p / 2 * 2 - pb.pad + i, iw = q / 2 * 2 - pb.pad + j;
-                if (ih >= 0 && ih < pb.h && iw >= 0 && iw < pb.w)
-                  dsum[std::size_t(c)] += mag[std::size_t(((n * pb.c + c) * pb.h + ih) * pb.w + iw)];
-              }
-          for (index_t k = 0; k < pb.k; ++k) {
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t t = 0; t < TH * TW; ++t)
+          for (int pr = 0; pr < 6; ++pr)
+            for (int qc = 0; qc < 6; ++qc) {
+              const index_t ih = t / TW * 4 - pb.pad + pr, iw = t % TW * 4 - pb.pad + qc;
+              if (ih < 0 || ih >= pb.h || iw < 0 || iw >= pb.w) continue;
+              const double d = mag[std::size_t(((n * pb.c + c) * pb.h + ih) * pb.w + iw)];
+              for (int ab = 0; ab < 36; ++ab)
+                vd[std::size_t(((n * pb.c + c) * TH * TW + t) * 36 + ab)] += std::abs(BT[ab / 6][pr] * BT[ab % 6][qc]) * d;
+            }
+    for (index_t n = 0; n < pb.n; ++n)
+      for (index_t k = 0; k < pb.k; ++k)
+        for (index_t p = 0; p < P; ++p)
+          for (index_t q = 0; q < Q; ++q) {
+            const index_t t = p / 4 * TW + q / 4;
             double sum = 0;
-            for (index_t c = 0; c < pb.c; ++c) sum += gsum[std::size_t(k * pb.c + c)] * dsum[std::size_t(c)];
+            for (index_t c = 0; c < pb.c; ++c) {
+              const double* g = &ug[std::size_t((k * pb.c + c) * 36)];
+              const double* d = &vd[std::size_t(((n * pb.c + c) * TH * TW + t) * 36)];
+              for (int ab = 0; ab < 36; ++ab) sum += std::abs(AT[p % 4][ab / 6] * AT[q % 4][ab % 6]) * g[ab] * d[ab];
+            }
             const auto j = std::size_t(((n * pb.k + k) * P + p) * Q + q);
-            bound[j] = std::max(bound[j] * (kdim + 2), (double(pb.c) + 10) * 9 * sum);
+            bound[j] = std::max(bound[j], (double(pb.c) + 16) * sum);
           }
-        }
     return bound;
   }
 
@@ -307,7 +323,7 @@ TEST_CASE("conv forward in double", "[conv]") {
 TEST_CASE("fused forward equals the unfused passes and is thread-count independent", "[conv]") {
   for (const conv2d_problem& pb : {conv2d_problem{3, 17, 30, 29, 16, 1, 1, 0, 1},
                                    conv2d_problem{2, 9, 23, 24, 7, 3, 3, 1, 1},
-                                   conv2d_problem{2, 19, 31, 33, 10, 3, 3, 1, 1},  // Winograd, 2 bands
+                                   conv2d_problem{5, 19, 61, 47, 10, 3, 3, 1, 1},  // Winograd: 3 tasks of 2, 2, 1 images
                                    conv2d_problem{9, 9, 9, 9, 16, 1, 1, 0, 1}}) {
     conv_tester<float> t;
     t.problem(pb).operation(op::bn_relu_conv_stats);
@@ -389,7 +405,7 @@ TEST_CASE("small planes are computed in image groups", "[conv]") {
 }
 
 // 3x3 stride-1 convolutions on planes of more than 256 positions take the Winograd path
-// (F(2x2, 3x3)): every operation, against the double reference within the bound of
+// (F(4x4, 3x3)): every operation, against the double reference within the bound of
 // error_bound, with padding 0, 1 and 2, odd P and Q (tiles cut by the plane's edge), channel
 // counts around the SIMD width, several bands of tiles per image, batch 1 and 3, channel
 // slices, and in double.
@@ -402,7 +418,7 @@ std::vector<conv2d_problem> winograd_sweep() {
   for (index_t k : {1, 3, 16, 33}) out.push_back({3, 16, 18, 17, k, 3, 3, 1, 1});
   out.push_back({1, 16, 19, 21, 16, 3, 3, 0, 1});  // no padding: P x Q = 17 x 19
   out.push_back({1, 5, 15, 17, 7, 3, 3, 2, 1});    // padding 2: P x Q = 17 x 19
-  out.push_back({3, 33, 40, 41, 9, 3, 3, 1, 1});   // 420 tiles per image in bands of 96
+  out.push_back({3, 33, 40, 41, 9, 3, 3, 1, 1});   // 3 x 110 tiles in bands of 96 across images
   out.push_back({2, 300, 17, 16, 8, 3, 3, 1, 1});  // C > kc: the GEMMs in two depth blocks
   return out;
 }
@@ -424,12 +440,22 @@ TEST_CASE("3x3 stride-1 convolutions on large planes take the Winograd path", "[
   CHECK_FALSE(bnff::conv2d_plan<float>({1, 8, 33, 33, 8, 5, 5, 2, 1}).winograd);
   CHECK_FALSE(bnff::conv2d_plan<float>({1, 8, 16, 16, 8, 3, 3, 1, 1}).winograd);
   CHECK(bnff::conv2d_plan<float>({1, 8, 17, 16, 8, 3, 3, 1, 1}).winograd);
+  // Tasks are groups of images whose tiles run on in one sequence: 5 images of 192 tiles
+  // in tasks of 2, 2 and 1; 3 images of 110 tiles in one task, in bands across images.
+  const bnff::conv2d_plan<float> five({5, 19, 61, 47, 10, 3, 3, 1, 1});
+  CHECK(five.wg.tiles == 192);
+  CHECK(five.wg.group == 2);
+  CHECK(five.tasks == 3);
+  const bnff::conv2d_plan<float> three({3, 33, 40, 41, 9, 3, 3, 1, 1});
+  CHECK(three.wg.tiles == 110);
+  CHECK(three.tasks == 1);
+  CHECK(three.wg.band == 96);
 }
 
-// (Thread-count independence and fused == unfused on this path: the 23 x 24 and 31 x 33
+// (Thread-count independence and fused == unfused on this path: the 23 x 24 and 61 x 47
 // problems of "fused forward equals the unfused passes and is thread-count independent".)
 TEST_CASE("Winograd: epilogue statistics equal the standalone kernel's, on other archs too", "[conv][winograd]") {
-  const conv2d_problem pb{2, 19, 31, 33, 10, 3, 3, 1, 1};
+  const conv2d_problem pb{2, 19, 61, 47, 10, 3, 3, 1, 1};
   REQUIRE(bnff::conv2d_plan<float>(pb).winograd);
   check_epilogue_stats_equal_standalone<xsimd::default_arch>(pb);
   check_epilogue_stats_equal_standalone<xsimd::sse2>(pb);

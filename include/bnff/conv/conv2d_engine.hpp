@@ -49,8 +49,8 @@ struct conv2d_plan {
   bool in_place = false;
   index_t slab_ld = 0;  // slab elements per input channel
   index_t grid_ld = 0;  // row stride of a task's output on the padded grid (a multiple of nr)
-  // 3x3 stride 1 on planes of more than detail::winograd_min_plane positions: F(2x2, 3x3),
-  // one image per task (winograd.hpp); `tile` still cuts the output for the epilogue.
+  // 3x3 stride 1 on planes of more than detail::winograd_min_plane positions: F(4x4, 3x3),
+  // in groups of images (winograd.hpp); `tile` still cuts the output for the epilogue.
   bool winograd = false;
   detail::winograd_layout<T, Arch> wg;
 
@@ -75,7 +75,7 @@ struct conv2d_plan {
       group_ld = gemm::round_up(group * plane, blk::nr);
     }
     winograd = detail::winograd_eligible(pb) && group == 1;
-    if (winograd) tasks = pb.n;
+    if (winograd) tasks = wg.tasks;
     in_place = pb.stride == 1 && !pb.is_pointwise() && group == 1 && !winograd;
     if (in_place)
       for (index_t t = 0; t < tiles; ++t) {
@@ -253,8 +253,11 @@ void conv2d_forward_run(const conv2d_plan<T, Arch>& plan, const tensor_view<cons
     gemm::shared_task_queue queue(plan.tasks, max_threads());
     parallel_region([&](int thread, int) {
       T* scratch = scratch0 + index_t(thread) * plan.thread_scratch_size();
-      for (index_t n = queue.claim(thread); n < plan.tasks; n = queue.claim(thread))
-        winograd_image<T, Arch>(pb, plan.wg, ap, x, y, n, prologue, epilogue, plan.tile, scratch);
+      for (index_t t = queue.claim(thread); t < plan.tasks; t = queue.claim(thread)) {
+        const index_t n0 = t * plan.wg.group;
+        winograd_task<T, Arch>(pb, plan.wg, ap, x, y, n0, std::min(plan.wg.group, pb.n - n0), prologue, epilogue,
+                               plan.tile, scratch);
+      }
     });
     return;
   }
