@@ -89,13 +89,21 @@ struct winograd_layout {
     packed_u = gemm::packed_a_size<T, Arch>(pb.k, pb.c);
   }
 
+  // Bands of `tiles_per_band` tiles instead (the weight gradient's choice, winograd_wgrad.hpp).
+  void set_band(index_t tiles_per_band) noexcept {
+    band = tiles_per_band;
+    ld = band + width;
+    rows_max = winograd_m * gemm::ceil_div(band, tw) + winograd_a + 2;
+  }
+
   index_t weights_size() const noexcept { return gemm::aligned_extent<T>(winograd_xis * packed_u); }
-  index_t v_size(const conv2d_problem& pb) const noexcept {
-    return gemm::aligned_extent<T>(winograd_xis * pb.c * ld);
-  }
-  index_t m_size(const conv2d_problem& pb) const noexcept {
-    return gemm::aligned_extent<T>(winograd_xis * pb.k * ld);
-  }
+  // V_xi and M_xi lie one cache line more than a multiple of the row length apart: at
+  // C * ld = 128 * 64 floats (32 KiB) every one of a transform's 36 stores went to one
+  // L1 set.
+  index_t v_stride(const conv2d_problem& pb) const noexcept { return pb.c * ld + width; }
+  index_t m_stride(const conv2d_problem& pb) const noexcept { return pb.k * ld + width; }
+  index_t v_size(const conv2d_problem& pb) const noexcept { return gemm::aligned_extent<T>(winograd_xis * v_stride(pb)); }
+  index_t m_size(const conv2d_problem& pb) const noexcept { return gemm::aligned_extent<T>(winograd_xis * m_stride(pb)); }
   index_t rows_size() const noexcept { return gemm::aligned_extent<T>(winograd_m * rows_max * row_ld); }
   index_t lines_size() const noexcept { return gemm::aligned_extent<T>(rows_max * line_ld); }
   index_t scratch_size(const conv2d_problem& pb) const noexcept {
@@ -146,17 +154,20 @@ BNFF_ALWAYS_INLINE void deinterleave4(const T* BNFF_RESTRICT src, T* const* dst,
     for (int q = 0; q < 4; ++q) dst[q][i] = src[4 * i + q];
 }
 
+// G of the header, in double.
+inline constexpr double winograd_g[6][3] = {{1.0 / 4, 0, 0},
+                                            {-1.0 / 6, -1.0 / 6, -1.0 / 6},
+                                            {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                            {1.0 / 24, 1.0 / 12, 1.0 / 6},
+                                            {1.0 / 24, -1.0 / 12, 1.0 / 6},
+                                            {0, 0, 1}};
+
 // U_xi(k, c) = (G g_kc G^T)[xi / 6][xi % 6], in double, rounded once to T, packed as
 // gemm::pack_a packs a K x C matrix (36 of them, packed_u elements apart).
 template <class T, class Arch>
 void winograd_pack_weights(const conv2d_problem& pb, const tensor_view<const T>& w, index_t packed_u, T* ap) {
   constexpr int mr = gemm::blocking<T, Arch>::mr;
-  constexpr double G[6][3] = {{1.0 / 4, 0, 0},
-                              {-1.0 / 6, -1.0 / 6, -1.0 / 6},
-                              {-1.0 / 6, 1.0 / 6, -1.0 / 6},
-                              {1.0 / 24, 1.0 / 12, 1.0 / 6},
-                              {1.0 / 24, -1.0 / 12, 1.0 / 6},
-                              {0, 0, 1}};
+  const auto& G = winograd_g;
   for (index_t p0 = 0; p0 < pb.k; p0 += mr)
     for (index_t c = 0; c < pb.c; ++c)
       for (index_t i = 0; i < mr; ++i) {
@@ -225,6 +236,84 @@ void for_each_segment(index_t b0, index_t count, index_t tiles, index_t tw, F&& 
   }
 }
 
+// The scratch rows and lines of winograd_input_band, set up once per task: zero where
+// no input is written (padding columns, spare lanes).
+template <class T, class Arch>
+void winograd_input_init(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay, T* rows, T* lines) {
+  std::fill(rows, rows + winograd_m * lay.rows_max * lay.row_ld, T(0));
+  for (index_t r = 0; r < lay.rows_max; ++r)  // the prologue writes line[0, W) only
+    std::fill(lines + r * lay.line_ld + pb.w, lines + (r + 1) * lay.line_ld, T(0));
+}
+
+// Input transform of tiles [b0, b0 + cols) of the sequence of images n0, n0 + 1, ..., for
+// channels [c0, c1): V_xi(c, t) = (B^T d B)[xi / 6][xi % 6] of tile t's 6 x 6 input d
+// (through the prologue, zero padding after it), at v[xi * xi_stride + (c - c0) * ld + t - b0].
+// One channel and image at a time: the rows through the prologue, split into column
+// phases (tile tx reads columns 4tx .. 4tx + 5: phases 0-3 at tx, 0-1 at tx + 1), then
+// B^T d B for every tile of the segment. rows and lines: winograd_input_init's scratch.
+template <class T, class Arch, class Prologue>
+void winograd_input_band(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay, const tensor_view<const T>& x,
+                         index_t n0, index_t b0, index_t cols, index_t c0, index_t c1, const Prologue& prologue,
+                         T* v, index_t ld, index_t xi_stride, T* rows, T* lines) {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  const index_t tw = lay.tw, row_ld = lay.row_ld, ldh = x.strides().h;
+  // Padded row r, phase q (its columns 4i + q) at rows + (4r + q) * row_ld: each phase holds
+  // the tw + 1 columns the tiles read, at offset up to 1 (the left padding, which stays
+  // zero), then lanes only spare tiles read.
+  const index_t count = row_ld - width;
+  // Column iw of x is padded column j = iw + pad: x's phase q is the padded row's phase
+  // (q + pad) % 4, from element (q + pad) / 4 on.
+  index_t phase_of[4], offset_of[4];
+  for (index_t q = 0; q < 4; ++q) phase_of[q] = (q + pb.pad) % 4, offset_of[q] = (q + pb.pad) / 4;
+  for (index_t c = c0; c < c1; ++c)
+    for_each_segment(b0, cols, lay.tiles, tw, [&](const winograd_segment& seg) {
+      const T* xc = x.plane_ptr(n0 + seg.image, c);
+      const index_t in_rows = winograd_m * (seg.ty1 - seg.ty0) + winograd_a;  // from padded row 4 * ty0
+      // All lines first: the split below reads each line's last, partly written vector
+      // only after the other lines' work, so the read does not wait on that masked store.
+      for (index_t r = 0; r < in_rows; ++r) {
+        const index_t ih = winograd_m * seg.ty0 + r - pb.pad;
+        if (ih >= 0 && ih < pb.h) prologue.template transform<Arch>(c, xc + ih * ldh, lines + r * lay.line_ld, pb.w);
+      }
+      for (index_t r = 0; r < in_rows; ++r) {
+        T* row = rows + winograd_m * r * row_ld;
+        const index_t ih = winograd_m * seg.ty0 + r - pb.pad;
+        if (ih < 0 || ih >= pb.h) {
+          std::fill(row, row + winograd_m * row_ld, T(0));
+          continue;
+        }
+        T* dst[4];
+        for (index_t q = 0; q < 4; ++q) dst[q] = row + phase_of[q] * row_ld + offset_of[q];
+        deinterleave4<Arch>(lines + r * lay.line_ld, dst, count);
+      }
+      seg.for_each_run(tw, [&](index_t ty, index_t lo, index_t hi, index_t local) {
+        const T* r0 = rows + winograd_m * (winograd_m * (ty - seg.ty0)) * row_ld;
+        for (index_t tx = lo, t = local; tx < hi; tx += width, t += width) {
+          batch u[6][6];  // B^T applied along each of the six rows
+#pragma GCC unroll 6
+          for (int r = 0; r < 6; ++r) {
+            const T* ph = r0 + winograd_m * r * row_ld + tx;
+            winograd_input_1d(batch::load_unaligned(ph), batch::load_unaligned(ph + row_ld),
+                              batch::load_unaligned(ph + 2 * row_ld), batch::load_unaligned(ph + 3 * row_ld),
+                              batch::load_unaligned(ph + 1), batch::load_unaligned(ph + row_ld + 1), u[r]);
+          }
+          // ... then down each column, into V_xi row c from column t; a run's last vector
+          // may reach past the run: the next run (or the band's spare columns) overwrites
+          // those lanes.
+          T* vt = v + (c - c0) * ld + t;
+#pragma GCC unroll 6
+          for (int j = 0; j < 6; ++j) {
+            batch o[6];
+            winograd_input_1d(u[0][j], u[1][j], u[2][j], u[3][j], u[4][j], u[5][j], o);
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; ++i) o[i].store_unaligned(vt + (i * 6 + j) * xi_stride);
+          }
+        }
+      });
+    });
+}
+
 // Images n0 .. n0 + images - 1 through the Winograd path: bands of input transform, 36
 // GEMMs and output transform, then the epilogue over each finished image in the direct
 // engine's tiles (columns `tile` at a time, rows mc at a time).
@@ -235,86 +324,27 @@ void winograd_task(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay
   using batch = xsimd::batch<T, Arch>;
   using blk = gemm::blocking<T, Arch>;
   constexpr index_t width = index_t(batch::size);
-  const index_t C = pb.c, K = pb.k, P = pb.p(), Q = pb.q(), tw = lay.tw, ld = lay.ld, row_ld = lay.row_ld;
+  const index_t C = pb.c, K = pb.k, P = pb.p(), Q = pb.q(), tw = lay.tw, ld = lay.ld;
   T* v = gemm::align_pointer(scratch);
   T* m = gemm::align_pointer(scratch + lay.v_size(pb));
   T* rows = gemm::align_pointer(scratch + lay.v_size(pb) + lay.m_size(pb));
   T* lines = gemm::align_pointer(scratch + lay.v_size(pb) + lay.m_size(pb) + lay.rows_size());
-  const index_t ldh = x.strides().h;
   const T* b_rows[blk::kc];
-  const index_t xi_stride = C * ld, m_stride = K * ld;  // V_xi and M_xi, xi = 0 .. 35
-  // Padded row r, phase q (its columns 4i + q) at rows + (4r + q) * row_ld: each phase holds
-  // the tw + 1 columns the tiles read, at offset up to 1 (the left padding, which stays
-  // zero), then lanes only spare tiles read.
-  const index_t count = row_ld - width;
-  std::fill(rows, rows + winograd_m * lay.rows_max * row_ld, T(0));
-  for (index_t r = 0; r < lay.rows_max; ++r)  // the prologue writes line[0, W) only
-    std::fill(lines + r * lay.line_ld + pb.w, lines + (r + 1) * lay.line_ld, T(0));
-  // Column iw of x is padded column j = iw + pad: x's phase q is the padded row's phase
-  // (q + pad) % 4, from element (q + pad) / 4 on.
-  index_t phase_of[4], offset_of[4];
-  for (index_t q = 0; q < 4; ++q) phase_of[q] = (q + pb.pad) % 4, offset_of[q] = (q + pb.pad) / 4;
+  const index_t xi_stride = lay.v_stride(pb), m_stride = lay.m_stride(pb);  // V_xi and M_xi, xi = 0 .. 35
+  winograd_input_init(pb, lay, rows, lines);
 
   const index_t total = images * lay.tiles;
   for (index_t b0 = 0; b0 < total; b0 += lay.band) {
     const index_t cols = std::min(lay.band, total - b0);
-    // Input transform, one channel and image at a time: the rows through the prologue,
-    // split into column phases (tile tx reads columns 4tx .. 4tx + 5: phases 0-3 at tx,
-    // 0-1 at tx + 1), then V = B^T d B for every tile of the segment.
-    for (index_t c = 0; c < C; ++c)
-      for_each_segment(b0, cols, lay.tiles, tw, [&](const winograd_segment& seg) {
-        const T* xc = x.plane_ptr(n0 + seg.image, c);
-        const index_t in_rows = winograd_m * (seg.ty1 - seg.ty0) + winograd_a;  // from padded row 4 * ty0
-        // All lines first: the split below reads each line's last, partly written vector
-        // only after the other lines' work, so the read does not wait on that masked store.
-        for (index_t r = 0; r < in_rows; ++r) {
-          const index_t ih = winograd_m * seg.ty0 + r - pb.pad;
-          if (ih >= 0 && ih < pb.h)
-            prologue.template transform<Arch>(c, xc + ih * ldh, lines + r * lay.line_ld, pb.w);
-        }
-        for (index_t r = 0; r < in_rows; ++r) {
-          T* row = rows + winograd_m * r * row_ld;
-          const index_t ih = winograd_m * seg.ty0 + r - pb.pad;
-          if (ih < 0 || ih >= pb.h) {
-            std::fill(row, row + winograd_m * row_ld, T(0));
-            continue;
-          }
-          T* dst[4];
-          for (index_t q = 0; q < 4; ++q) dst[q] = row + phase_of[q] * row_ld + offset_of[q];
-          deinterleave4<Arch>(lines + r * lay.line_ld, dst, count);
-        }
-        seg.for_each_run(tw, [&](index_t ty, index_t lo, index_t hi, index_t local) {
-          const T* r0 = rows + winograd_m * (winograd_m * (ty - seg.ty0)) * row_ld;
-          for (index_t tx = lo, t = local; tx < hi; tx += width, t += width) {
-            batch u[6][6];  // B^T applied along each of the six rows
-#pragma GCC unroll 6
-            for (int r = 0; r < 6; ++r) {
-              const T* ph = r0 + winograd_m * r * row_ld + tx;
-              winograd_input_1d(batch::load_unaligned(ph), batch::load_unaligned(ph + row_ld),
-                                batch::load_unaligned(ph + 2 * row_ld), batch::load_unaligned(ph + 3 * row_ld),
-                                batch::load_unaligned(ph + 1), batch::load_unaligned(ph + row_ld + 1), u[r]);
-            }
-            // ... then down each column, into V_xi row c from column t; a run's last vector
-            // may reach past the run: the next run (or the band's spare columns) overwrites
-            // those lanes.
-            T* vt = v + c * ld + t;
-#pragma GCC unroll 6
-            for (int j = 0; j < 6; ++j) {
-              batch o[6];
-              winograd_input_1d(u[0][j], u[1][j], u[2][j], u[3][j], u[4][j], u[5][j], o);
-#pragma GCC unroll 6
-              for (int i = 0; i < 6; ++i) o[i].store_unaligned(vt + (i * 6 + j) * xi_stride);
-            }
-          }
-        });
-      });
+    winograd_input_band(pb, lay, x, n0, b0, cols, 0, C, prologue, v, ld, xi_stride, rows, lines);
     // The GEMMs read whole register tiles: columns past a short band are zero.
     const index_t padded = gemm::round_up(cols, blk::nr);
     if (padded > cols)
-      for (index_t r = 0; r < winograd_xis * C; ++r) std::fill(v + r * ld + cols, v + r * ld + padded, T(0));
+      for (index_t xi = 0; xi < winograd_xis; ++xi)
+        for (index_t c = 0; c < C; ++c) std::fill(v + xi * xi_stride + c * ld + cols, v + xi * xi_stride + c * ld + padded, T(0));
     for (index_t xi = 0; xi < winograd_xis; ++xi) {
       auto rows_for = [&](index_t k0, index_t kcount) {
-        for (index_t k = 0; k < kcount; ++k) b_rows[k] = v + (xi * C + k0 + k) * ld;
+        for (index_t k = 0; k < kcount; ++k) b_rows[k] = v + xi * xi_stride + (k0 + k) * ld;
         return static_cast<const T* const*>(b_rows);
       };
       gemm::gemm_tile_rows<T, Arch>(K, C, ap + xi * lay.packed_u, rows_for, m + xi * m_stride, ld, cols,
