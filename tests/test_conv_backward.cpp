@@ -114,6 +114,59 @@ void check_data_gradient(const conv2d_problem& pb, bool accumulate, index_t slic
   check_close<T>(dx.get(), want, bound, double(pb.k * pb.r * pb.s), "dx");
 }
 
+// The rounding error bound of every weight on the Winograd path (conv/winograd_wgrad.hpp),
+// scaled by u: S_ab = sum_t Z_ab V_ab is a float chain over the tiles of a segment (at most
+// all T tiles, plus one addition per band), Z = A dY A^T two passes of at most three
+// roundings each, V = B^T x B two of at most three, G^T S G in double: to first order
+// (T + 16) * sum_ab |G_ar||G_bs| sum_t Zd_ab Vd_ab, with Zd_ab = sum_ij |A_ai||A_bj||dY_ij|
+// >= |Z_ab| and Vd_ab = sum_pq |B_ap||B_bq||x_pq| >= |V_ab| over the tile's 4 x 4 and 6 x 6.
+std::vector<double> winograd_wgrad_bound(const conv2d_problem& pb, const std::vector<double>& x,
+                                         const std::vector<double>& dy) {
+  static constexpr double BT[6][6] = {{4, 0, -5, 0, 1, 0},  {0, -4, -4, 1, 1, 0}, {0, 4, -4, -1, 1, 0},
+                                      {0, -2, -1, 2, 1, 0}, {0, 2, -1, -2, 1, 0}, {0, 4, 0, -5, 0, 1}};
+  static constexpr double A[6][4] = {{1, 0, 0, 0}, {1, 1, 1, 1}, {1, -1, 1, -1}, {1, 2, 4, 8}, {1, -2, 4, -8},
+                                     {0, 0, 0, 1}};
+  static constexpr double G[6][3] = {{1.0 / 4, 0, 0},     {-1.0 / 6, -1.0 / 6, -1.0 / 6}, {-1.0 / 6, 1.0 / 6, -1.0 / 6},
+                                     {1.0 / 24, 1.0 / 12, 1.0 / 6}, {1.0 / 24, -1.0 / 12, 1.0 / 6}, {0, 0, 1}};
+  const index_t P = pb.p(), Q = pb.q(), TH = (P + 3) / 4, TW = (Q + 3) / 4, tiles = pb.n * TH * TW;
+  std::vector<double> zd(std::size_t(tiles * pb.k * 36), 0.0), vd(std::size_t(tiles * pb.c * 36), 0.0);
+  for (index_t n = 0; n < pb.n; ++n)
+    for (index_t t = 0; t < TH * TW; ++t) {
+      const index_t tile = n * TH * TW + t, p0 = t / TW * 4, q0 = t % TW * 4;
+      for (index_t k = 0; k < pb.k; ++k)
+        for (index_t i = 0; i < 4 && p0 + i < P; ++i)
+          for (index_t j = 0; j < 4 && q0 + j < Q; ++j) {
+            const double g = std::abs(dy[std::size_t(((n * pb.k + k) * P + p0 + i) * Q + q0 + j)]);
+            for (int ab = 0; ab < 36; ++ab)
+              zd[std::size_t((tile * pb.k + k) * 36 + ab)] += std::abs(A[ab / 6][i] * A[ab % 6][j]) * g;
+          }
+      for (index_t c = 0; c < pb.c; ++c)
+        for (index_t i = 0; i < 6; ++i)
+          for (index_t j = 0; j < 6; ++j) {
+            const index_t ih = p0 - pb.pad + i, iw = q0 - pb.pad + j;
+            if (ih < 0 || ih >= pb.h || iw < 0 || iw >= pb.w) continue;
+            const double v = std::abs(x[std::size_t(((n * pb.c + c) * pb.h + ih) * pb.w + iw)]);
+            for (int ab = 0; ab < 36; ++ab)
+              vd[std::size_t((tile * pb.c + c) * 36 + ab)] += std::abs(BT[ab / 6][i] * BT[ab % 6][j]) * v;
+          }
+    }
+  std::vector<double> bound(std::size_t(pb.filter_shape().size()), 0.0);
+  for (index_t k = 0; k < pb.k; ++k)
+    for (index_t c = 0; c < pb.c; ++c) {
+      double s[36] = {};
+      for (index_t tile = 0; tile < tiles; ++tile)
+        for (int ab = 0; ab < 36; ++ab)
+          s[ab] += zd[std::size_t((tile * pb.k + k) * 36 + ab)] * vd[std::size_t((tile * pb.c + c) * 36 + ab)];
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 3; ++q) {
+          double b = 0;
+          for (int ab = 0; ab < 36; ++ab) b += std::abs(G[ab / 6][r] * G[ab % 6][q]) * s[ab];
+          bound[std::size_t(((k * pb.c + c) * 3 + r) * 3 + q)] = (double(tiles) + 16) * b;
+        }
+    }
+  return bound;
+}
+
 template <class T>
 void check_weight_gradient(const conv2d_problem& pb, index_t slice_pad, bool bias) {
   const auto xv = as_t<T>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 31));
@@ -127,8 +180,19 @@ void check_weight_gradient(const conv2d_problem& pb, index_t slice_pad, bool bia
   bnff::conv2d_backward_weights<T>(pb, x.cview(), dy.cview(), tensor_view<T>(dw.data(), pb.filter_shape()),
                                    bias ? vector_view<T>(db.data(), pb.k) : vector_view<T>{});
   const auto want = bnff::ref::conv2d_backward_weights(pb, xv, dyv);
-  const auto bound = bnff::ref::conv2d_backward_weights(pb, abs_of(xv), abs_of(dyv));
-  check_close<T>(std::vector<double>(dw.begin(), dw.end()), want, bound, double(pb.n * pb.p() * pb.q()), "dw");
+  if (bnff::conv2d_backward_weights_plan<T>(pb).winograd) {
+    // The bound above, doubled for margin (a Winograd sum adds larger terms than a direct one).
+    const auto bound = winograd_wgrad_bound(pb, xv, dyv);
+    const double u = std::numeric_limits<T>::epsilon() / 2;
+    for (std::size_t i = 0; i < want.size(); ++i) {
+      const double tol = 2 * u * bound[i] + 1e-300;
+      if (!(std::abs(double(dw[i]) - want[i]) <= tol))
+        FAIL("dw[" << i << "] = " << dw[i] << ", reference " << want[i] << ", tol " << tol);
+    }
+  } else {
+    const auto bound = bnff::ref::conv2d_backward_weights(pb, abs_of(xv), abs_of(dyv));
+    check_close<T>(std::vector<double>(dw.begin(), dw.end()), want, bound, double(pb.n * pb.p() * pb.q()), "dw");
+  }
   if (bias) {
     const auto wantb = bnff::ref::conv2d_backward_bias(pb, dyv);
     const auto boundb = bnff::ref::conv2d_backward_bias(pb, abs_of(dyv));
@@ -151,8 +215,26 @@ std::vector<conv2d_problem> sweep() {
       {1, 6, 8, 8, 7, 1, 1, 0, 2},    // 1x1 stride 2 (projection shortcut)
       {1, 2, 11, 13, 3, 3, 2, 1, 1},  // rectangular kernel
       {1, 9, 1, 1, 33, 1, 1, 0, 1},   // 1 x 1 plane
-      {1, 3, 31, 29, 2, 3, 3, 1, 1},  // plane wider than one register tile of columns
+      {1, 3, 31, 29, 2, 3, 2, 1, 1},  // plane wider than one register tile of columns
   };
+}
+
+// 3x3 stride-1 weight gradients on planes of more than 256 positions take the Winograd
+// path: channel counts around the register tiles, K from one lane to several lane blocks,
+// padding 0, 1 and 2 with odd P and Q (tiles cut by the plane's edges), batches of 1 to 5
+// (fewer images than segments, and uneven segments), several bands per segment, C over
+// one channel block.
+std::vector<conv2d_problem> winograd_sweep() {
+  std::vector<conv2d_problem> out;
+  // n, c, h, w, k, r, s, pad, stride
+  for (index_t c : {1, 3, 15, 16, 17, 33}) out.push_back({1, c, 17, 19, 17, 3, 3, 1, 1});
+  for (index_t k : {1, 3, 16, 33, 64, 70}) out.push_back({3, 13, 18, 17, k, 3, 3, 1, 1});
+  out.push_back({1, 16, 19, 21, 16, 3, 3, 0, 1});  // no padding: P x Q = 17 x 19
+  out.push_back({2, 5, 15, 17, 7, 3, 3, 2, 1});    // padding 2: P x Q = 17 x 19
+  out.push_back({5, 6, 20, 21, 9, 3, 3, 1, 1});    // 5 images in 4 segments
+  out.push_back({2, 4, 61, 47, 10, 3, 3, 1, 1});   // 192 tiles per image: several bands
+  out.push_back({2, 130, 17, 18, 12, 3, 3, 1, 1}); // channels in more than one block
+  return out;
 }
 
 }  // namespace
@@ -222,19 +304,23 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
     check_weight_gradient<float>(pb, 2, false);
     check_weight_gradient<double>(pb, 1, true);
   }
-  // Many positions (several kc blocks per image) and rows past one 64-row block.
-  check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 3, 1, 1}, 0, true);
+  // Many positions (several kc blocks per image) and rows past one 64-row block: a 3x2
+  // kernel, since 3x3 stride 1 on such planes takes the Winograd path (tested below).
+  check_weight_gradient<float>({2, 5, 23, 25, 70, 3, 2, 1, 1}, 0, true);
   check_weight_gradient<float>({1, 300, 5, 5, 9, 1, 1, 0, 1}, 0, false);
   // 64 dW rows: the tile of 4 batches, on the pointwise and the slab paths.
   check_weight_gradient<float>({2, 5, 6, 7, 64, 1, 1, 0, 1}, 0, true);
-  check_weight_gradient<float>({1, 3, 24, 23, 64, 3, 3, 1, 1}, 1, false);
+  check_weight_gradient<float>({1, 3, 24, 23, 64, 3, 2, 1, 1}, 1, false);
   // One run only: the 600 columns are cut into 4 groups of column blocks (tasks), and the
   // 20 dY rows fill part of the narrow tile's lanes.
   check_weight_gradient<float>({1, 600, 4, 4, 20, 1, 1, 0, 1}, 1, true);
   // Stride 1 reads im2col from a padded slab: several runs per image (a 40 x 39 grid), four
   // segments of partials, an odd count of dY rows, channel slices padded with NaN.
-  check_weight_gradient<float>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 2, true);
-  check_weight_gradient<double>({2, 3, 40, 37, 9, 3, 3, 1, 1}, 1, false);
+  const conv2d_problem slab{2, 3, 40, 37, 9, 3, 2, 1, 1};
+  REQUIRE(bnff::conv2d_backward_weights_plan<float>(slab).slab);
+  REQUIRE(!bnff::conv2d_backward_weights_plan<float>(slab).winograd);
+  check_weight_gradient<float>(slab, 2, true);
+  check_weight_gradient<double>(slab, 1, false);
   // Small planes with a small dW read im2col from a slab, one run per image.
   const conv2d_problem small_dw{11, 3, 7, 7, 5, 3, 3, 1, 1};
   REQUIRE(bnff::conv2d_backward_weights_plan<float>(small_dw).slab);
@@ -249,6 +335,29 @@ TEST_CASE("conv2d_backward_weights matches the double reference", "[conv][backwa
   const conv2d_problem strided{10, 3, 15, 13, 4, 3, 3, 1, 2};
   REQUIRE(!bnff::conv2d_backward_weights_plan<float>(strided).slab);
   check_weight_gradient<float>(strided, 2, true);
+}
+
+TEST_CASE("3x3 stride-1 weight gradients on large planes take the Winograd path", "[conv][backward][winograd]") {
+  for (const auto& pb : winograd_sweep()) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k << " pad" << pb.pad);
+    REQUIRE(bnff::conv2d_backward_weights_plan<float>(pb).winograd);
+    check_weight_gradient<float>(pb, 0, true);
+    check_weight_gradient<float>(pb, 2, false);
+  }
+  check_weight_gradient<double>({3, 17, 17, 18, 9, 3, 3, 1, 1}, 1, true);
+  // Where it does not apply: stride 2, other kernels, planes of at most 256 positions.
+  CHECK_FALSE(bnff::conv2d_backward_weights_plan<float>({1, 8, 33, 33, 8, 3, 3, 1, 2}).winograd);
+  CHECK_FALSE(bnff::conv2d_backward_weights_plan<float>({1, 8, 33, 33, 8, 5, 5, 2, 1}).winograd);
+  CHECK_FALSE(bnff::conv2d_backward_weights_plan<float>({1, 8, 16, 16, 8, 3, 3, 1, 1}).winograd);
+  CHECK(bnff::conv2d_backward_weights_plan<float>({1, 8, 17, 16, 8, 3, 3, 1, 1}).winograd);
+  // The cuts the sweep relies on: segments, bands, channel blocks.
+  const auto five = *bnff::conv2d_backward_weights_plan<float>({5, 6, 20, 21, 9, 3, 3, 1, 1}).winograd;
+  CHECK(five.segments == 4);
+  const auto bands = *bnff::conv2d_backward_weights_plan<float>({2, 4, 61, 47, 10, 3, 3, 1, 1}).winograd;
+  CHECK(bands.lay.tiles == 192);
+  CHECK(bands.lay.band < bands.lay.tiles);
+  const auto wide = *bnff::conv2d_backward_weights_plan<float>({2, 130, 17, 18, 12, 3, 3, 1, 1}).winograd;
+  CHECK(wide.channel_block < 130);
 }
 
 TEST_CASE("convolution gradients agree with finite differences in double", "[conv][backward][fd]") {
@@ -293,6 +402,7 @@ TEST_CASE("convolution gradients agree with finite differences in double", "[con
 TEST_CASE("convolution gradients do not depend on the thread count", "[conv][backward][threads]") {
   for (const conv2d_problem& pb :
        {conv2d_problem{3, 70, 9, 10, 20, 3, 3, 1, 1}, conv2d_problem{3, 6, 24, 23, 10, 3, 3, 1, 1},
+        conv2d_problem{5, 20, 19, 21, 18, 3, 3, 1, 1},
         conv2d_problem{4, 6, 11, 9, 5, 3, 3, 1, 2},
         conv2d_problem{2, 130, 6, 6, 72, 1, 1, 0, 1}}) {
     const auto x = bnff::test::cast_vector<float>(bnff::test::random_vector(std::size_t(pb.input_shape().size()), 51));

@@ -199,6 +199,7 @@ std::vector<conv2d_problem> problems() {
       {3, 4, 9, 7, 5, 3, 3, 1, 2},     // 3x3 stride 2 (col2im path)
       {2, 3, 8, 9, 4, 1, 1, 0, 2},     // 1x1 stride 2
       {1, 17, 13, 11, 9, 3, 3, 0, 1},  // 3x3 valid, odd sizes
+      {2, 6, 19, 17, 5, 3, 3, 1, 1},   // 3x3 on 323 positions: the Winograd weight gradient
   };
 }
 
@@ -257,7 +258,7 @@ TEST_CASE("fused BN-ReLU-conv backward agrees with finite differences in double"
   // and rounding ~1e-16 / h; 1e-6 relative (plus a 1e-8 margin near zero) covers both, and
   // fails on any missing term (the mean and variance paths are each larger than that).
   for (const conv2d_problem& pb : {conv2d_problem{2, 3, 5, 6, 4, 3, 3, 1, 1}, conv2d_problem{2, 4, 5, 5, 3, 1, 1, 0, 2},
-                                   conv2d_problem{1, 3, 7, 6, 2, 3, 3, 1, 2}}) {
+                                   conv2d_problem{1, 3, 7, 6, 2, 3, 3, 1, 2}, conv2d_problem{1, 1, 17, 16, 1, 3, 3, 1, 1}}) {
     bn_relu_conv_case<double> d(pb, 1);
     const shape4 xs = pb.input_shape();
     auto loss = [&](const std::vector<double>& x, const std::vector<double>& w, const std::vector<double>& gamma,
@@ -292,7 +293,7 @@ TEST_CASE("fused BN-ReLU-conv backward agrees with finite differences in double"
 TEST_CASE("fused BN-ReLU-conv backward does not depend on the thread count", "[fused][backward][threads]") {
   for (const conv2d_problem& pb :
        {conv2d_problem{3, 40, 12, 11, 24, 3, 3, 1, 1}, conv2d_problem{4, 6, 11, 9, 5, 3, 3, 1, 2},
-        conv2d_problem{2, 70, 9, 9, 40, 1, 1, 0, 1}}) {
+        conv2d_problem{2, 70, 9, 9, 40, 1, 1, 0, 1}, conv2d_problem{5, 7, 19, 17, 9, 3, 3, 1, 1}}) {
     const bn_relu_conv_case<float> f(pb, 1);
     auto run = [&](int threads) {
       bnff::set_num_threads(threads);

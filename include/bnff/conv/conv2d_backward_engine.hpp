@@ -25,6 +25,8 @@
 #include "bnff/config.hpp"
 #include "bnff/conv/conv2d_engine.hpp"
 #include "bnff/conv/conv2d_problem.hpp"
+#include "bnff/conv/wgrad_kernels.hpp"
+#include "bnff/conv/winograd_wgrad.hpp"
 #include "bnff/fusion/detail/transform_row.hpp"
 #include "bnff/fusion/identity_prologue.hpp"
 #include "bnff/fusion/output_tile.hpp"
@@ -144,6 +146,10 @@ struct conv2d_backward_weights_plan {
   // The register tile, mr x nv (tile_nv(K)). Rows of dW (K) are handled `lanes` = nv * width
   // at a time, columns (C*R*S) `mr` at a time; rows_p and cols_p round K and C*R*S up to them.
   index_t mr = 0, nv = 0, lanes = 0, kc_inner = 0, rows_p = 0, cols_p = 0;
+  // 3x3 stride 1 on planes of more than detail::winograd_min_plane positions: Winograd
+  // F(4x4, 3x3) on the same register tile (winograd_wgrad.hpp); the fields above then
+  // only give the tile.
+  std::optional<detail::winograd_wgrad_layout<T, Arch>> winograd;
 
   explicit conv2d_backward_weights_plan(const conv2d_problem& pb) : problem(pb) {
     rows = pb.k;
@@ -200,6 +206,7 @@ struct conv2d_backward_weights_plan {
     row_block = gemm::round_up(gemm::ceil_div(rows, rparts), lanes);
     row_blocks = gemm::ceil_div(rows, row_block);
     tasks = segments * row_blocks * col_groups;
+    if (detail::winograd_eligible(pb)) winograd.emplace(pb, mr, lanes);
   }
 
   constexpr index_t seg_begin(index_t s) const noexcept { return split_range(chunks, segments, s).begin; }
@@ -229,6 +236,7 @@ struct conv2d_backward_weights_plan {
     return packed_a_size() + transposed_a_size() + packed_b_size() + transformed_size();
   }
   index_t workspace_size(int threads) const noexcept {
+    if (winograd) return winograd->workspace_size(problem, threads);
     return partials_size() + index_t(threads) * per_thread_size();
   }
 };
@@ -348,80 +356,13 @@ void conv2d_backward_data_run(const conv2d_backward_data_plan<T, Arch>& plan, co
   });
 }
 
-// dst[p * lda + i] = row(i)[p] for p < len and i < nrows (zero for nrows <= i < nrows_p, a
-// multiple of the width): rows of dY turned into dY^T, a batch-square tile at a time. The
-// last tile of a row may write up to width - 1 positions past len, as zeros: dst must have
-// room for them (they are overwritten by what is packed next, or zeroed as padding).
-template <class T, class Arch, class Row>
-void pack_transposed(index_t nrows, index_t nrows_p, index_t len, const Row& row, T* dst, index_t lda) {
-  constexpr index_t width = index_t(xsimd::batch<T, Arch>::size);
-  alignas(64) T tile[width * width];
-  const T* src[width];
-  for (index_t i0 = 0; i0 < nrows_p; i0 += width) {
-    const index_t ni = std::clamp<index_t>(nrows - i0, 0, width);
-    for (index_t p0 = 0; p0 < len; p0 += width) {
-      const index_t np = std::min(width, len - p0);
-      if (ni == width && np == width) {
-        for (index_t r = 0; r < width; ++r) src[r] = row(i0 + r) + p0;
-      } else {
-        for (index_t r = 0; r < width; ++r) {
-          T* t = tile + r * width;
-          const index_t valid = r < ni ? np : 0;
-          if (valid > 0) std::copy(row(i0 + r) + p0, row(i0 + r) + p0 + valid, t);
-          std::fill(t + valid, t + width, T(0));
-          src[r] = t;
-        }
-      }
-      simd::transpose_tile<T, Arch>(src, dst + p0 * lda + i0, lda);
-    }
-  }
-}
-
-// c[i * ldc + v * W + l] (=|+=) sum_{k < kc} rows[i][k0 + k] * at[k * lda + v * W + l] for
-// i < MR, v < NV, l < W: an MR x NV*W tile of dW^T as MR * NV FMA chains, one outer product
-// per position. rows: MR im2col rows, any alignment (each element is broadcast); at: dY^T,
-// aligned rows lda apart (a multiple of W); c: aligned, ldc a multiple of W.
-template <class T, class Arch, int MR, int NV>
-BNFF_ALWAYS_INLINE void wgrad_block(index_t kc, const T* const* rows, index_t k0, const T* BNFF_RESTRICT at,
-                                    index_t lda, T* BNFF_RESTRICT c, index_t ldc, bool accumulate) noexcept {
-  using batch = xsimd::batch<T, Arch>;
-  constexpr index_t width = index_t(batch::size);
-  const T* r[MR];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i) r[i] = rows[i] + k0;
-  batch acc[MR][NV];
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) acc[i][v] = batch(T(0));
-  for (index_t k = 0; k < kc; ++k, at += lda) {
-    batch b[NV];
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) b[v] = batch::load_aligned(at + v * width);
-#pragma GCC unroll 16
-    for (int i = 0; i < MR; ++i) {
-      const batch a(r[i][k]);
-#pragma GCC unroll 4
-      for (int v = 0; v < NV; ++v) acc[i][v] = simd::fma(a, b[v], acc[i][v]);
-    }
-  }
-#pragma GCC unroll 16
-  for (int i = 0; i < MR; ++i)
-#pragma GCC unroll 4
-    for (int v = 0; v < NV; ++v) {
-      T* p = c + i * ldc + v * width;
-      if (accumulate)
-        (acc[i][v] + batch::load_aligned(p)).store_aligned(p);
-      else
-        acc[i][v].store_aligned(p);
-    }
-}
-
 // The weight-gradient engine with an MR x NV register tile (the plan's); see below.
 template <int MR, int NV, class T, class Arch, class Prologue>
 void conv2d_backward_weights_tiles(const conv2d_backward_weights_plan<T, Arch>& plan, const tensor_view<const T>& x,
                                    const tensor_view<const T>& dy, T* dw, index_t ldw, const Prologue& prologue,
                                    T* workspace) {
+  if (plan.winograd)
+    return winograd_wgrad_run<T, Arch, MR, NV>(plan.problem, *plan.winograd, x, dy, dw, ldw, prologue, workspace);
   using plan_t = conv2d_backward_weights_plan<T, Arch>;
   constexpr index_t width = plan_t::width, lanes = index_t(NV) * width;
   const conv2d_problem& pb = plan.problem;
