@@ -42,12 +42,10 @@ struct winograd_wgrad_layout {
   static constexpr index_t max_channel_block = 96;
   winograd_layout<T, Arch> lay;  // tiles, the input transform's scratch rows, the band
   index_t segments = 0;          // ranges of images, each with its partial S
-  index_t mr = 0, lanes = 0;
   index_t cols_p = 0, rows_p = 0;  // C rounded up to mr, K to lanes: one S_xi is cols_p x rows_p
   index_t channel_block = 0;       // channels transformed per pass over a band
 
-  winograd_wgrad_layout(const conv2d_problem& pb, index_t tile_mr, index_t tile_lanes) noexcept
-      : lay(pb), mr(tile_mr), lanes(tile_lanes) {
+  winograd_wgrad_layout(const conv2d_problem& pb, index_t mr, index_t lanes) noexcept : lay(pb) {
     segments = std::min(max_segments, pb.n);
     cols_p = gemm::round_up(pb.c, mr);
     rows_p = gemm::round_up(pb.k, lanes);
@@ -97,18 +95,100 @@ BNFF_ALWAYS_INLINE void winograd_grad_1d(const B& y0, const B& y1, const B& y2, 
   o[5] = y3;
 }
 
+// Z = A dY A^T for every filter k and every tile of band [b0, b0 + cols) of images n0, ...:
+// Z_xi(k, t) at z[xi * z_stride + k * ld + t - b0]. grad_rows and grad_line: the layout's
+// scratch (grad_line zero past Q).
+template <class T, class Arch>
+void winograd_grad_band(const conv2d_problem& pb, const winograd_wgrad_layout<T, Arch>& wl,
+                        const tensor_view<const T>& dy, index_t n0, index_t b0, index_t cols, T* z, T* grad_rows,
+                        T* grad_line) {
+  using batch = xsimd::batch<T, Arch>;
+  constexpr index_t width = index_t(batch::size);
+  const winograd_layout<T, Arch>& lay = wl.lay;
+  const index_t K = pb.k, P = pb.p(), Q = pb.q(), tw = lay.tw, ld = lay.ld, row_ld = lay.row_ld;
+  const index_t z_stride = wl.z_stride(pb), dy_h = dy.strides().h;
+  // A run's last vector may reach past the run: the next run, or the band's spare
+  // columns, take those lanes.
+  for (index_t k = 0; k < K; ++k)
+    for_each_segment(b0, cols, lay.tiles, tw, [&](const winograd_segment& sg) {
+      const T* dyk = dy.plane_ptr(n0 + sg.image, k);
+      sg.for_each_run(tw, [&](index_t ty, index_t lo, index_t hi, index_t local) {
+        // The tile row's four output rows, in column phases (tile tx's column q at
+        // phase q, index tx); zero below P and right of Q.
+        for (index_t a = 0; a < winograd_m; ++a) {
+          T* ph = grad_rows + a * winograd_m * row_ld;
+          const index_t p = winograd_m * ty + a;
+          if (p >= P) {
+            std::fill(ph, ph + winograd_m * row_ld, T(0));
+            continue;
+          }
+          std::copy(dyk + p * dy_h, dyk + p * dy_h + Q, grad_line);
+          T* dst[4] = {ph, ph + row_ld, ph + 2 * row_ld, ph + 3 * row_ld};
+          deinterleave4<Arch>(grad_line, dst, row_ld - width);
+        }
+        for (index_t tx = lo, t = local; tx < hi; tx += width, t += width) {
+          batch u[4][6];  // A applied along each of the four rows
+#pragma GCC unroll 4
+          for (int a = 0; a < 4; ++a) {
+            const T* ph = grad_rows + a * winograd_m * row_ld + tx;
+            winograd_grad_1d(batch::load_unaligned(ph), batch::load_unaligned(ph + row_ld),
+                             batch::load_unaligned(ph + 2 * row_ld), batch::load_unaligned(ph + 3 * row_ld),
+                             u[a]);
+          }
+          T* zt = z + k * ld + t;  // ... then down each of the six columns
+#pragma GCC unroll 6
+          for (int j = 0; j < 6; ++j) {
+            batch o[6];
+            winograd_grad_1d(u[0][j], u[1][j], u[2][j], u[3][j], o);
+#pragma GCC unroll 6
+            for (int i = 0; i < 6; ++i) o[i].store_unaligned(zt + (i * 6 + j) * z_stride);
+          }
+        }
+      });
+    });
+}
+
+// dW(k, c) = G^T S G (K x 9C, row stride ldw), S the sum of the segments' partials in
+// segment order (in double).
+template <class T, class Arch>
+void winograd_wgrad_finish(const conv2d_problem& pb, const winograd_wgrad_layout<T, Arch>& wl, const T* partials,
+                           T* dw, index_t ldw) {
+  const index_t C = pb.c, K = pb.k, rows_p = wl.rows_p, s_stride = wl.cols_p * rows_p;
+  parallel_for(K, [&](index_t k) {
+    for (index_t c = 0; c < C; ++c) {
+      double s[6][6];
+      for (index_t xi = 0; xi < winograd_xis; ++xi) {
+        const T* p = partials + xi * s_stride + c * rows_p + k;
+        double acc = double(p[0]);
+        for (index_t seg = 1; seg < wl.segments; ++seg) acc += double(p[seg * wl.partial_size()]);
+        s[xi / 6][xi % 6] = acc;
+      }
+      double gs[3][6] = {};  // G^T S
+      for (int r = 0; r < 3; ++r)
+        for (int a = 0; a < 6; ++a)
+          for (int b = 0; b < 6; ++b) gs[r][b] += winograd_g[a][r] * s[a][b];
+      T* out = dw + k * ldw + c * 9;
+      for (int r = 0; r < 3; ++r)
+        for (int q = 0; q < 3; ++q) {
+          double d = 0;
+          for (int b = 0; b < 6; ++b) d += gs[r][b] * winograd_g[b][q];
+          out[r * 3 + q] = T(d);
+        }
+    }
+  });
+}
+
 // dW (K x 9C, row stride ldw) of a 3x3 stride-1 problem through the Winograd path, with
 // the MR x NV register tile of layout wl; x through the prologue, as in the direct engine.
 template <class T, class Arch, int MR, int NV, class Prologue>
 void winograd_wgrad_run(const conv2d_problem& pb, const winograd_wgrad_layout<T, Arch>& wl,
                         const tensor_view<const T>& x, const tensor_view<const T>& dy, T* dw, index_t ldw,
                         const Prologue& prologue, T* workspace) {
-  using batch = xsimd::batch<T, Arch>;
-  constexpr index_t width = index_t(batch::size), lanes = index_t(NV) * width;
+  constexpr index_t lanes = index_t(NV) * index_t(xsimd::batch<T, Arch>::size);
   const winograd_layout<T, Arch>& lay = wl.lay;
-  const index_t C = pb.c, K = pb.k, P = pb.p(), Q = pb.q(), tw = lay.tw, ld = lay.ld, row_ld = lay.row_ld;
+  const index_t C = pb.c, K = pb.k, ld = lay.ld;
   const index_t rows_p = wl.rows_p, s_stride = wl.cols_p * rows_p, at_stride = wl.at_stride();
-  const index_t z_stride = wl.z_stride(pb), v_stride = wl.v_stride(), dy_h = dy.strides().h;
+  const index_t z_stride = wl.z_stride(pb), v_stride = wl.v_stride();
   T* partials = gemm::align_pointer(workspace);
   T* thread_base = workspace + wl.partials_size();
   const index_t per_thread = wl.per_thread_size(pb);
@@ -134,46 +214,7 @@ void winograd_wgrad_run(const conv2d_problem& pb, const winograd_wgrad_layout<T,
       for (index_t b0 = 0; b0 < total; b0 += lay.band) {
         const index_t cols = std::min(lay.band, total - b0);
         const bool accumulate = b0 > 0;
-        // Z = A dY A^T for every filter and tile of the band, into Z_xi(k, t) at
-        // z + xi * z_stride + k * ld + t (a run's last vector may reach past the run: the
-        // next run, or the band's spare columns, take those lanes).
-        for (index_t k = 0; k < K; ++k)
-          for_each_segment(b0, cols, lay.tiles, tw, [&](const winograd_segment& sg) {
-            const T* dyk = dy.plane_ptr(n0 + sg.image, k);
-            sg.for_each_run(tw, [&](index_t ty, index_t lo, index_t hi, index_t local) {
-              // The tile row's four output rows, in column phases (tile tx's column q at
-              // phase q, index tx); zero below P and right of Q.
-              for (index_t a = 0; a < winograd_m; ++a) {
-                T* ph = grad_rows + a * winograd_m * row_ld;
-                const index_t p = winograd_m * ty + a;
-                if (p >= P) {
-                  std::fill(ph, ph + winograd_m * row_ld, T(0));
-                  continue;
-                }
-                std::copy(dyk + p * dy_h, dyk + p * dy_h + Q, grad_line);
-                T* dst[4] = {ph, ph + row_ld, ph + 2 * row_ld, ph + 3 * row_ld};
-                deinterleave4<Arch>(grad_line, dst, row_ld - width);
-              }
-              for (index_t tx = lo, t = local; tx < hi; tx += width, t += width) {
-                batch u[4][6];  // A applied along each of the four rows
-#pragma GCC unroll 4
-                for (int a = 0; a < 4; ++a) {
-                  const T* ph = grad_rows + a * winograd_m * row_ld + tx;
-                  winograd_grad_1d(batch::load_unaligned(ph), batch::load_unaligned(ph + row_ld),
-                                   batch::load_unaligned(ph + 2 * row_ld), batch::load_unaligned(ph + 3 * row_ld),
-                                   u[a]);
-                }
-                T* zt = z + k * ld + t;  // ... then down each of the six columns
-#pragma GCC unroll 6
-                for (int j = 0; j < 6; ++j) {
-                  batch o[6];
-                  winograd_grad_1d(u[0][j], u[1][j], u[2][j], u[3][j], o);
-#pragma GCC unroll 6
-                  for (int i = 0; i < 6; ++i) o[i].store_unaligned(zt + (i * 6 + j) * z_stride);
-                }
-              }
-            });
-          });
+        winograd_grad_band(pb, wl, dy, n0, b0, cols, z, grad_rows, grad_line);
         // Z_xi^T: tiles x rows_p lanes, as wgrad_block reads dY^T.
         for (index_t xi = 0; xi < winograd_xis; ++xi)
           pack_transposed<T, Arch>(
@@ -195,29 +236,7 @@ void winograd_wgrad_run(const conv2d_problem& pb, const winograd_wgrad_layout<T,
       }
     }
   });
-  // dW(k, c) = G^T S G, S the sum of the segments' partials in segment order (in double).
-  parallel_for(K, [&](index_t k) {
-    for (index_t c = 0; c < C; ++c) {
-      double s[6][6];
-      for (index_t xi = 0; xi < winograd_xis; ++xi) {
-        const T* p = partials + xi * s_stride + c * rows_p + k;
-        double acc = double(p[0]);
-        for (index_t seg = 1; seg < wl.segments; ++seg) acc += double(p[seg * wl.partial_size()]);
-        s[xi / 6][xi % 6] = acc;
-      }
-      double gs[3][6] = {};  // G^T S
-      for (int r = 0; r < 3; ++r)
-        for (int a = 0; a < 6; ++a)
-          for (int b = 0; b < 6; ++b) gs[r][b] += winograd_g[a][r] * s[a][b];
-      T* out = dw + k * ldw + c * 9;
-      for (int r = 0; r < 3; ++r)
-        for (int q = 0; q < 3; ++q) {
-          double d = 0;
-          for (int b = 0; b < 6; ++b) d += gs[r][b] * winograd_g[b][q];
-          out[r * 3 + q] = T(d);
-        }
-    }
-  });
+  winograd_wgrad_finish(pb, wl, partials, dw, ldw);
 }
 
 }  // namespace bnff::detail
