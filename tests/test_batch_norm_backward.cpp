@@ -127,7 +127,7 @@ TEST_CASE("batch_norm_backward in place: dx overwrites dz", "[batch_norm]") {
 }
 
 TEST_CASE("batch_norm_backward gives the same bits with 1 and 2 threads", "[batch_norm]") {
-  const shape4 s{3, 7, 19, 23};  // one channel per task
+  const shape4 s{3, 7, 19, 23};  // one channel per group
   const backward_case<float> bc(s, 13);
   slice_tensor<float> a(s, 0, 0, 0), b(s, 0, 0, 0);
   std::vector<float> ga(7), ba(7), gb(7), bb(7);
@@ -141,10 +141,27 @@ TEST_CASE("batch_norm_backward gives the same bits with 1 and 2 threads", "[batc
   CHECK(ba == bb);
 }
 
-TEST_CASE("batch_norm_backward with several channels per task (pipelined sweeps)", "[batch_norm]") {
-  // 40 and 130 channels: tasks of 2 and 8 channels, the reduction of channel
-  // c + 1 running beside the dx sweep of channel c; planes of one and of
-  // several 1024-element blocks; planes reduced two at a time (and a last odd one).
+TEST_CASE("batch_norm_backward's channel groups stay in cache and spread over threads", "[batch_norm]") {
+  using bnff::detail::backward_group_bytes;
+  using bnff::detail::backward_group_channels;
+  using bnff::detail::backward_group_max;
+  for (index_t images : {1, 3, 16, 64})
+    for (index_t plane : {1, 49, 784, 3136, 12544, 50176})
+      for (index_t channels : {1, 7, 16, 40, 130, 224, 1024})
+        for (index_t elem : {4, 8}) {
+          const index_t g = backward_group_channels(images, plane, channels, elem);
+          CAPTURE(images, plane, channels, elem, g);
+          CHECK(g >= 1);
+          CHECK(g <= backward_group_max);
+          if (g > 1) CHECK(2 * images * plane * elem * g <= backward_group_bytes);
+          if (channels >= 16) CHECK((channels + g - 1) / g >= 16);
+        }
+}
+
+TEST_CASE("batch_norm_backward with several channels per task (grouped sweeps)", "[batch_norm]") {
+  // 40 and 130 channels: groups of 2 and 8 channels (130 leaves a last group of
+  // 2), each reduced image by image, then swept for dx; planes of one and of
+  // several 1024-element sum chunks; one and three images.
   for (const shape4& s : {shape4{2, 40, 5, 7}, shape4{1, 130, 33, 35}, shape4{3, 40, 33, 35}}) {
     const backward_case<float> bc(s, 23);
     const auto want = bc.reference(true);

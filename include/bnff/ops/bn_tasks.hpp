@@ -1,12 +1,10 @@
 // bnff: how the batch-norm operations cut a tensor into parallel tasks.
 #pragma once
 
-#include <array>
 #include <cstddef>
 
 #include "bnff/config.hpp"
 #include "bnff/parallel/parallel.hpp"
-#include "bnff/simd/prefetch.hpp"
 #include "bnff/simd/store_policy.hpp"
 #include "bnff/tensor/tensor_view.hpp"
 
@@ -57,38 +55,28 @@ void with_store_policy(index_t output_elements, bool in_place, F&& f) {
     f(simd::temporal_stores{});
 }
 
-// Run f(c) for every channel, one task each: a channel's reduction then runs
-// in one fixed order (image by image, block by block) whatever the threads.
-template <class F>
-void for_each_channel(index_t channels, F&& f) {
-  parallel_for(channels, [&](index_t c) { f(c); });
+// Channels per group of a reduction sweep (for_each_channel_group): at least
+// 16 groups when there are that many channels, so threads share the work, and
+// at most sweep_group_max. From the shape alone, like every partition in bnff.
+constexpr index_t sweep_group_max = 8;
+inline index_t sweep_group_channels(index_t channels) noexcept {
+  const index_t g = channels / 16;
+  return g < 1 ? 1 : (g > sweep_group_max ? sweep_group_max : g);
 }
 
-// Blocks a channel sweep keeps in flight ahead of the one it works on.
-constexpr index_t prefetch_blocks_ahead = 2;
-
-// f(n, begin, end) for every block [begin, end) of `block` elements of every
-// plane of channel c, in (n, b) order. Before each block it prefetches, in
-// every tensor of ts, the block prefetch_blocks_ahead further in that order:
-// planes of one channel lie C * H * W apart, and the hardware prefetchers lose
-// the stream at every such jump, which stalls a reduction sweep on each miss.
-template <class T, std::size_t K, class F>
-void for_each_channel_block(const std::array<tensor_view<const T>, K>& ts, index_t c, index_t block, F&& f) {
-  const tensor_view<const T>& first = ts[0];
-  const index_t plane = first.plane(), per_plane = (plane + block - 1) / block, total = first.n() * per_plane;
-  auto prefetch = [&](index_t i) {
-    if (i >= total) return;
-    const index_t n = i / per_plane, b0 = (i % per_plane) * block;
-    const index_t len = b0 + block < plane ? block : plane - b0;
-    for (const auto& t : ts) simd::prefetch_lines(t.plane_ptr(n, c) + b0, len * index_t(sizeof(T)));
-  };
-  for (index_t i = 0; i < prefetch_blocks_ahead; ++i) prefetch(i);
-  index_t i = 0;
-  for (index_t n = 0; n < first.n(); ++n)
-    for (index_t b0 = 0; b0 < plane; b0 += block, ++i) {
-      prefetch(i + prefetch_blocks_ahead);
-      f(n, b0, b0 + block < plane ? b0 + block : plane);
-    }
+// Run f(c0, c1) for every group [c0, c1) of `group` consecutive channels, one
+// task each. A reduction walks its group image by image (for each n, channels
+// c0 .. c1 - 1), so it reads one contiguous run of c1 - c0 planes per image,
+// which the hardware prefetchers follow; one channel at a time it would jump
+// C * H * W elements between planes and lose the stream at every jump. Each
+// channel still takes its planes in image order, so its sums have the same bits
+// for any group size and thread count.
+template <class F>
+void for_each_channel_group(index_t channels, index_t group, F&& f) {
+  parallel_for((channels + group - 1) / group, [&](index_t g) {
+    const index_t c0 = g * group;
+    f(c0, c0 + group < channels ? c0 + group : channels);
+  });
 }
 
 }  // namespace bnff::detail
