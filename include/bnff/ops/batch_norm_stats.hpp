@@ -36,17 +36,6 @@ constexpr index_t stats_pair_max_blocks = 64;
 // Cache lines of the next pair of planes asked for before pass 2 of this pair.
 constexpr index_t stats_pair_prefetch_lines = 16;
 
-// Channels per task of the statistics sweep. A task walks its channels image by
-// image, so it reads one contiguous run of channels x H x W elements per image
-// (the hardware prefetchers follow it) instead of jumping C x H x W elements
-// between the planes of one channel; enough tasks remain to share among threads.
-// From the shape alone, like every partition in bnff (the bits never depend on it).
-constexpr index_t stats_max_channels_per_task = 8;
-inline index_t stats_channels_per_task(index_t channels) noexcept {
-  const index_t g = channels / 16;
-  return g < 1 ? 1 : (g > stats_max_channels_per_task ? stats_max_channels_per_task : g);
-}
-
 // f(c, n, b, block_moments of block b of plane (n, c)) for every block of
 // channels [c0, c1), with the bits of block_moments; each channel's blocks come
 // in (n, b) order (the channels interleave, image by image).
@@ -138,17 +127,6 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c
   }
 }
 
-// Run f(c0, c1) for every task's channel range [c0, c1) (stats_channels_per_task).
-template <class F>
-void for_each_stats_task(index_t channels, F&& f) {
-  const index_t per_task = stats_channels_per_task(channels);
-  const index_t tasks = (channels + per_task - 1) / per_task;
-  parallel_for(tasks, [&](index_t t) {
-    const index_t c0 = t * per_task;
-    f(c0, c0 + per_task < channels ? c0 + per_task : channels);
-  });
-}
-
 }  // namespace detail
 
 // The partition batch_norm_stats uses for x with the given block size.
@@ -171,10 +149,11 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
 
   const stats_partition part = make_stats_partition(x, block);
   const tensor_view<const T> xc = x;
-  detail::for_each_stats_task(x.c(), [&](index_t c0, index_t c1) {
-    moments acc[detail::stats_max_channels_per_task];
-    detail::for_each_block_moments<Arch>(
-        xc, c0, c1, part.block, [&](index_t c, index_t, index_t, const moments& m) { acc[c - c0] = merge(acc[c - c0], m); });
+  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+    moments acc[detail::sweep_group_max];
+    detail::for_each_block_moments<Arch>(xc, c0, c1, part.block, [&](index_t c, index_t, index_t, const moments& m) {
+      acc[c - c0] = merge(acc[c - c0], m);
+    });
     for (index_t c = c0; c < c1; ++c) out[c] = acc[c - c0];
   });
 }
@@ -196,11 +175,10 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
   detail::check_disjoint(where, "partials", partials, "x", x);
 
   const tensor_view<const T> xc = x;
-  detail::for_each_stats_task(x.c(), [&](index_t c0, index_t c1) {
-    detail::for_each_block_moments<Arch>(xc, c0, c1, part.block, [&](index_t c, index_t n, index_t b,
-                                                                     const moments& m) {
-      partials[part.slot(c, n, b)] = m;
-    });
+  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+    detail::for_each_block_moments<Arch>(
+        xc, c0, c1, part.block,
+        [&](index_t c, index_t n, index_t b, const moments& m) { partials[part.slot(c, n, b)] = m; });
   });
 }
 

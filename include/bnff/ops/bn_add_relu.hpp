@@ -110,27 +110,29 @@ void bn_add_relu_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_v
   detail::check_disjoint(where, "dbeta", dbeta, "dgamma", dgamma);
 
   using batch = xsimd::batch<T, Arch>;
-  const index_t block = simd::sum_flush_batches * index_t(batch::size);
-  const std::array<tensor_view<const T>, 3> inputs{x, y, dy};
-  detail::for_each_channel(x.c(), [&](index_t c) {
-    const T mean_c = mean[c];
-    const batch vmean(mean_c);
-    std::array<double, 2> sums{0.0, 0.0};
-    detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
-      const T* xp = x.plane_ptr(n, c) + b0;
-      const T* yp = y.plane_ptr(n, c) + b0;
-      const T* dyp = dy.plane_ptr(n, c) + b0;
-      T* gp = d_skip.plane_ptr(n, c) + b0;
-      // Padded lanes: y = 0 masks g to 0 and x = mean, so they add nothing (and are not stored).
-      simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
-        const batch g = bn_relu::backward(lanes.load(yp, T(0)), lanes.load(dyp, T(0)));
-        lanes.store(gp, g);
-        acc[0] += g;
-        acc[1] = simd::fma(g, lanes.load(xp, mean_c) - vmean, acc[1]);
-      });
-    });
-    dbeta[c] = T(sums[0]);
-    dgamma[c] = T(sums[1] * double(invstd[c]));
+  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+    std::array<double, 2> sums[detail::sweep_group_max];
+    for (index_t c = c0; c < c1; ++c) sums[c - c0] = {0.0, 0.0};
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c) {
+        const T mean_c = mean[c];
+        const batch vmean(mean_c);
+        const T* xp = x.plane_ptr(n, c);
+        const T* yp = y.plane_ptr(n, c);
+        const T* dyp = dy.plane_ptr(n, c);
+        T* gp = d_skip.plane_ptr(n, c);
+        // Padded lanes: y = 0 masks g to 0 and x = mean, so they add nothing (and are not stored).
+        simd::sum_lanes<2, T, Arch>(x.plane(), sums[c - c0], [&](auto lanes, auto& acc) {
+          const batch g = bn_relu::backward(lanes.load(yp, T(0)), lanes.load(dyp, T(0)));
+          lanes.store(gp, g);
+          acc[0] += g;
+          acc[1] = simd::fma(g, lanes.load(xp, mean_c) - vmean, acc[1]);
+        });
+      }
+    for (index_t c = c0; c < c1; ++c) {
+      dbeta[c] = T(sums[c - c0][0]);
+      dgamma[c] = T(sums[c - c0][1] * double(invstd[c]));
+    }
   });
   bn_backward_dx<T, Arch>(x, tensor_view<const T>(d_skip), mean, invstd, scale, vector_view<const T>(dgamma),
                           vector_view<const T>(dbeta), dx, mode);

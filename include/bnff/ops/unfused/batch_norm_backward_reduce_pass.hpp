@@ -47,23 +47,25 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
                                             vector_view<const bnff::detail::nondeduced_t<T>> invstd,
                                             vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   using batch = xsimd::batch<T, Arch>;
-  const index_t block = simd::sum_flush_batches * index_t(batch::size);
-  const std::array<tensor_view<const T>, 2> inputs{x, dy};
-  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
-    const T mean_c = mean[c];
-    const batch vmean(mean_c);
-    std::array<double, 2> sums{0.0, 0.0};
-    bnff::detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
-      const T* xp = x.plane_ptr(n, c) + b0;
-      const T* dyp = dy.plane_ptr(n, c) + b0;
-      simd::sum_lanes<2, T, Arch>(b1 - b0, sums, [&](auto lanes, auto& acc) {
-        const batch d = lanes.load(dyp, T(0));
-        acc[0] += d;
-        acc[1] = simd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
-      });
-    });
-    sum_dy[c] = T(sums[0]);
-    sum_dy_xhat[c] = T(sums[1] * double(invstd[c]));
+  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+    std::array<double, 2> sums[sweep_group_max];
+    for (index_t c = c0; c < c1; ++c) sums[c - c0] = {0.0, 0.0};
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c) {
+        const T mean_c = mean[c];
+        const batch vmean(mean_c);
+        const T* xp = x.plane_ptr(n, c);
+        const T* dyp = dy.plane_ptr(n, c);
+        simd::sum_lanes<2, T, Arch>(x.plane(), sums[c - c0], [&](auto lanes, auto& acc) {
+          const batch d = lanes.load(dyp, T(0));
+          acc[0] += d;
+          acc[1] = simd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
+        });
+      }
+    for (index_t c = c0; c < c1; ++c) {
+      sum_dy[c] = T(sums[c - c0][0]);
+      sum_dy_xhat[c] = T(sums[c - c0][1] * double(invstd[c]));
+    }
   });
 }
 
@@ -76,18 +78,22 @@ void unfused_batch_norm_backward_reduce_blocks_run(tensor_view<const bnff::detai
                                                    vector_view<const bnff::detail::nondeduced_t<T>> mean,
                                                    vector_view<const bnff::detail::nondeduced_t<T>> invstd,
                                                    index_t block, vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
-  const std::array<tensor_view<const T>, 2> inputs{x, dy};
-  bnff::detail::for_each_channel(x.c(), [&](index_t c) {
-    const T mean_c = mean[c];
-    bn_backward_partial acc;
-    bnff::detail::for_each_channel_block(inputs, c, block, [&](index_t n, index_t b0, index_t b1) {
-      const bn_backward_partial p =
-          bn_backward_block_sums<T, Arch>(dy.plane_ptr(n, c) + b0, x.plane_ptr(n, c) + b0, b1 - b0, mean_c);
-      acc.sum_dy += p.sum_dy;
-      acc.sum_dy_xc += p.sum_dy_xc;
-    });
-    sum_dy[c] = T(acc.sum_dy);
-    sum_dy_xhat[c] = T(acc.sum_dy_xc * double(invstd[c]));
+  const index_t plane = x.plane();
+  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+    bn_backward_partial acc[sweep_group_max];
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t b0 = 0; b0 < plane; b0 += block) {
+          const index_t b1 = b0 + block < plane ? b0 + block : plane;
+          const bn_backward_partial p =
+              bn_backward_block_sums<T, Arch>(dy.plane_ptr(n, c) + b0, x.plane_ptr(n, c) + b0, b1 - b0, mean[c]);
+          acc[c - c0].sum_dy += p.sum_dy;
+          acc[c - c0].sum_dy_xc += p.sum_dy_xc;
+        }
+    for (index_t c = c0; c < c1; ++c) {
+      sum_dy[c] = T(acc[c - c0].sum_dy);
+      sum_dy_xhat[c] = T(acc[c - c0].sum_dy_xc * double(invstd[c]));
+    }
   });
 }
 
@@ -119,8 +125,7 @@ void batch_norm_backward_reduce_blocks(tensor_view<const bnff::detail::nondeduce
                                        vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   bnff::detail::unfused_batch_norm_backward_reduce_check<T>(x, dy, mean, invstd, sum_dy, sum_dy_xhat);
   check_arg(block > 0, "unfused::batch_norm_backward_reduce_blocks", "block", "> 0", block);
-  bnff::detail::unfused_batch_norm_backward_reduce_blocks_run<Arch, T>(x, dy, mean, invstd, block, sum_dy,
-                                                                       sum_dy_xhat);
+  bnff::detail::unfused_batch_norm_backward_reduce_blocks_run<Arch, T>(x, dy, mean, invstd, block, sum_dy, sum_dy_xhat);
 }
 
 }  // namespace bnff::unfused
