@@ -220,7 +220,8 @@ void add_cpl(const bench::options& o) {
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
         bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
-                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l),
+                            (step ? 3 : 2) * bench::model::cpl_pass_gemm_flops(l));
         st.counters["kept_MB"] = double(bnff::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
       bench::add(family, "unfused", l.name, [l, step](benchmark::State& st) {
@@ -233,7 +234,8 @@ void add_cpl(const bench::options& o) {
           layer.backward(d.xv(), d.params(), d.doutv(), d.dxv(), bnff::grad_accumulate{}, d.grads());
         }
         bench::set_counters(st, step ? bench::model::cpl_step_bytes(l) : bench::model::cpl_bwd_bytes(l),
-                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l));
+                            step ? bench::model::cpl_step_flops(l) : bench::model::cpl_bwd_flops(l),
+                            (step ? 3 : 2) * bench::model::cpl_pass_gemm_flops(l));
         st.counters["kept_MB"] = double(unf::dense_composite_layer<float>::activation_bytes(d.pb)) / 1e6;
       });
     }
@@ -399,7 +401,8 @@ void add_bottleneck(const bench::options& o) {
         bench::use_threads(st);
         bottleneck_data d(b);
         for (auto _ : st) fused ? d.fused_step() : d.unfused_step();
-        bench::set_counters(st, bench::model::bottleneck_step_bytes(b), bench::model::bottleneck_step_flops(b));
+        bench::set_counters(st, bench::model::bottleneck_step_bytes(b), bench::model::bottleneck_step_flops(b),
+                            3 * bench::model::bottleneck_pass_gemm_flops(b));
       });
 }
 

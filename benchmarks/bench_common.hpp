@@ -17,6 +17,7 @@
 #endif
 
 #include "bnff/conv/layer_catalog.hpp"
+#include "bnff/conv/winograd.hpp"
 #include "bnff/parallel/parallel.hpp"
 
 namespace bnff::bench {
@@ -158,6 +159,23 @@ inline double bottleneck_step_bytes(const catalog::bottleneck_block& b) {
 inline double bottleneck_step_flops(const catalog::bottleneck_block& b) {
   return 3 * (b.conv1().flops() + b.conv2().flops() + b.conv3().flops());
 }
+
+// The multiply-adds (as flops) of bnff's GEMMs for one pass of a convolution, the
+// floor of its time at the GEMM ceiling (the report's headroom): the problem's flops,
+// except where all three passes run Winograd F(4x4, 3x3) (3x3, stride 1, planes over
+// 256 positions), which multiplies 36 pairs per 4x4 output tile and channel pair
+// instead of 144 (transforms not counted).
+inline double conv_gemm_flops(const conv2d_problem& p) {
+  if (!bnff::detail::winograd_eligible(p)) return p.flops();
+  const double tiles = double((p.p() + 3) / 4) * double((p.q() + 3) / 4);
+  return 2.0 * double(p.n) * double(p.k) * double(p.c) * tiles * 36.0;
+}
+inline double cpl_pass_gemm_flops(const catalog::composite_layer& l) {
+  return conv_gemm_flops(l.conv1()) + conv_gemm_flops(l.conv2());
+}
+inline double bottleneck_pass_gemm_flops(const catalog::bottleneck_block& b) {
+  return conv_gemm_flops(b.conv1()) + conv_gemm_flops(b.conv2()) + conv_gemm_flops(b.conv3());
+}
 }  // namespace model
 
 // Each family file registers a function that adds its benchmarks for the options:
@@ -211,11 +229,15 @@ inline int use_threads(benchmark::State& state) {
   return t;
 }
 
-// bytes_per_second from the bytes a kernel must move at minimum, and a flops rate.
-inline void set_counters(benchmark::State& state, double bytes, double flops = 0.0) {
+// bytes_per_second from the bytes a kernel must move at minimum, and a flops rate;
+// gemm_flops (when given) as a rate too: the multiply-adds its GEMMs must do (model::conv_gemm_flops).
+inline void set_counters(benchmark::State& state, double bytes, double flops = 0.0, double gemm_flops = 0.0) {
   state.SetBytesProcessed(int64_t(bytes) * int64_t(state.iterations()));
   if (flops > 0)
     state.counters["flops"] = benchmark::Counter(flops * double(state.iterations()), benchmark::Counter::kIsRate);
+  if (gemm_flops > 0)
+    state.counters["gemm_flops"] =
+        benchmark::Counter(gemm_flops * double(state.iterations()), benchmark::Counter::kIsRate);
 }
 
 // Register fn as <family>/<variant>/<shape> for 1 and 2 threads, real time.

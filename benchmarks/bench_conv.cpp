@@ -143,7 +143,8 @@ void add_cpl(const bench::options& o) {
                                                                d2.zv(), d2.wsv());
           }
         }
-        bench::set_counters(st, bench::model::cpl_fwd_bytes(l), bench::model::cpl_fwd_flops(l));
+        bench::set_counters(st, bench::model::cpl_fwd_bytes(l), bench::model::cpl_fwd_flops(l),
+                            bench::model::cpl_pass_gemm_flops(l));
       });
     }
   }

@@ -69,6 +69,7 @@ class Entry:
         self.ms = None      # real time per iteration, milliseconds
         self.bps = None     # bytes_per_second
         self.flops = None   # flops per second
+        self.gemm_flops = None  # the GEMMs' multiply-adds per second (Winograd-aware), if reported
         self.label = ""
         self.source = ""    # "median" aggregate, median of N repetitions, or a single run
 
@@ -134,6 +135,7 @@ def load(path):
         e.ms = min(times) if best else statistics.median(times)
         e.bps = rate("bytes_per_second")
         e.flops = rate("flops")
+        e.gemm_flops = rate("gemm_flops")
         e.label = rows[0].get("label", "")
         e.source = ("best of %d repetitions" % len(rows) if best else "median aggregate" if r["median"] else
                     "median of %d repetitions" % len(rows) if len(rows) > 1 else "single run")
@@ -270,7 +272,9 @@ def headroom(entries, ceil):
     """Rows bounding what any fusion can give a composite layer against this run's unfused baseline.
 
     Both engines run the same convolutions, which cannot take less than C* = the
-    layer's flops at ceiling_gemm. Then, for fused/unfused:
+    multiply-adds of their GEMMs at ceiling_gemm (the gemm_flops counter: the layer's
+    flops, a quarter of them for Winograd layers; the flops counter in runs that
+    predate it). Then, for fused/unfused:
       - with today's saving s = unfused - fused (the passes fusion removes, minus the
         fusion's own cost) and convolutions at the ceiling: at most 1 + s / C*;
       - forward only: with every non-convolution millisecond of the unfused run removed,
@@ -285,7 +289,7 @@ def headroom(entries, ceil):
             c = ceil.get("ceiling_gemm", {}).get(e.threads)
             if u is None or not c or not e.flops or not e.ms or not u.ms:
                 continue
-            floor_ms = e.flops * e.ms / (c * 1e9)  # flops per iteration at the ceiling, in ms
+            floor_ms = (e.gemm_flops or e.flops) * e.ms / (c * 1e9)  # GEMM flops per iteration at the ceiling, in ms
             saved = u.ms - e.ms
             best_now = 1 + saved / floor_ms
             best_any = None
@@ -349,7 +353,9 @@ def write_report(path_json, entries, context, errors, unparsed, out_dir, plots):
         L.append("## Headroom of the layer targets")
         L.append("")
         L.append("Upper bounds on fused / unfused for the composite layers, from this run alone. Both engines run "
-                 "the same convolutions, which cannot take less than the layer's flops at `ceiling_gemm` (C*). "
+                 "the same convolutions, which cannot take less than the multiply-adds of their GEMMs at "
+                 "`ceiling_gemm` (C*): the layer's flops, and a quarter of them for the 3x3 layers that run "
+                 "Winograd F(4x4, 3x3) (counter `gemm_flops`; runs without it use `flops`). "
                  "*At the ceiling* keeps today's saving (unfused - fused) and puts the convolutions at C*: "
                  "1 + saving / C*. *Any fusion* (forward) also removes every millisecond of the unfused run that is "
                  "not its two plain convolutions (`conv_fwd` at `<layer>.conv1` and `.conv2`): 1 + that / C*. "
