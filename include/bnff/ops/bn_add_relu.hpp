@@ -110,11 +110,9 @@ void bn_add_relu_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_v
   detail::check_disjoint(where, "dbeta", dbeta, "dgamma", dgamma);
 
   using batch = xsimd::batch<T, Arch>;
-  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
-    std::array<double, 2> sums[detail::sweep_group_max];
-    for (index_t c = c0; c < c1; ++c) sums[c - c0] = {0.0, 0.0};
-    for (index_t n = 0; n < x.n(); ++n)
-      for (index_t c = c0; c < c1; ++c) {
+  detail::reduce_channel_groups<2>(
+      x.n(), x.c(),
+      [&](index_t n, index_t c, std::array<double, 2>& sums) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);
         const T* xp = x.plane_ptr(n, c);
@@ -122,18 +120,17 @@ void bn_add_relu_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_v
         const T* dyp = dy.plane_ptr(n, c);
         T* gp = d_skip.plane_ptr(n, c);
         // Padded lanes: y = 0 masks g to 0 and x = mean, so they add nothing (and are not stored).
-        simd::sum_lanes<2, T, Arch>(x.plane(), sums[c - c0], [&](auto lanes, auto& acc) {
+        simd::sum_lanes<2, T, Arch>(x.plane(), sums, [&](auto lanes, auto& acc) {
           const batch g = bn_relu::backward(lanes.load(yp, T(0)), lanes.load(dyp, T(0)));
           lanes.store(gp, g);
           acc[0] += g;
           acc[1] = simd::fma(g, lanes.load(xp, mean_c) - vmean, acc[1]);
         });
-      }
-    for (index_t c = c0; c < c1; ++c) {
-      dbeta[c] = T(sums[c - c0][0]);
-      dgamma[c] = T(sums[c - c0][1] * double(invstd[c]));
-    }
-  });
+      },
+      [&](index_t c, const std::array<double, 2>& sums) {
+        dbeta[c] = T(sums[0]);
+        dgamma[c] = T(sums[1] * double(invstd[c]));
+      });
   bn_backward_dx<T, Arch>(x, tensor_view<const T>(d_skip), mean, invstd, scale, vector_view<const T>(dgamma),
                           vector_view<const T>(dbeta), dx, mode);
 }

@@ -1,6 +1,7 @@
 // bnff: how the batch-norm operations cut a tensor into parallel tasks.
 #pragma once
 
+#include <array>
 #include <cstddef>
 
 #include "bnff/config.hpp"
@@ -76,6 +77,20 @@ void for_each_channel_group(index_t channels, index_t group, F&& f) {
   parallel_for((channels + group - 1) / group, [&](index_t g) {
     const index_t c0 = g * group;
     f(c0, c0 + group < channels ? c0 + group : channels);
+  });
+}
+
+// A reduction of K sums per channel over channel groups (sweep_group_channels):
+// sums from zero, plane(n, c, sums of c) for every plane of the group image by
+// image, then done(c, sums of c) for each channel of the group.
+template <std::size_t K, class Plane, class Done>
+void reduce_channel_groups(index_t images, index_t channels, Plane&& plane, Done&& done) {
+  for_each_channel_group(channels, sweep_group_channels(channels), [&](index_t c0, index_t c1) {
+    std::array<double, K> sums[sweep_group_max];
+    for (index_t c = c0; c < c1; ++c) sums[c - c0].fill(0.0);
+    for (index_t n = 0; n < images; ++n)
+      for (index_t c = c0; c < c1; ++c) plane(n, c, sums[c - c0]);
+    for (index_t c = c0; c < c1; ++c) done(c, sums[c - c0]);
   });
 }
 

@@ -47,26 +47,23 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
                                             vector_view<const bnff::detail::nondeduced_t<T>> invstd,
                                             vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   using batch = xsimd::batch<T, Arch>;
-  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
-    std::array<double, 2> sums[sweep_group_max];
-    for (index_t c = c0; c < c1; ++c) sums[c - c0] = {0.0, 0.0};
-    for (index_t n = 0; n < x.n(); ++n)
-      for (index_t c = c0; c < c1; ++c) {
+  reduce_channel_groups<2>(
+      x.n(), x.c(),
+      [&](index_t n, index_t c, std::array<double, 2>& sums) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);
         const T* xp = x.plane_ptr(n, c);
         const T* dyp = dy.plane_ptr(n, c);
-        simd::sum_lanes<2, T, Arch>(x.plane(), sums[c - c0], [&](auto lanes, auto& acc) {
+        simd::sum_lanes<2, T, Arch>(x.plane(), sums, [&](auto lanes, auto& acc) {
           const batch d = lanes.load(dyp, T(0));
           acc[0] += d;
           acc[1] = simd::fma(d, lanes.load(xp, mean_c) - vmean, acc[1]);
         });
-      }
-    for (index_t c = c0; c < c1; ++c) {
-      sum_dy[c] = T(sums[c - c0][0]);
-      sum_dy_xhat[c] = T(sums[c - c0][1] * double(invstd[c]));
-    }
-  });
+      },
+      [&](index_t c, const std::array<double, 2>& sums) {
+        sum_dy[c] = T(sums[0]);
+        sum_dy_xhat[c] = T(sums[1] * double(invstd[c]));
+      });
 }
 
 // The same sums block by block: each (n, c) plane cut into blocks of `block` elements,

@@ -26,17 +26,13 @@ void unfused_batch_norm_mean_check(tensor_view<const bnff::detail::nondeduced_t<
 template <class Arch, class T>
 void unfused_batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
   const double m = double(x.n()) * double(x.plane());
-  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
-    std::array<double, 1> sum[sweep_group_max];
-    for (index_t c = c0; c < c1; ++c) sum[c - c0] = {0.0};
-    for (index_t n = 0; n < x.n(); ++n)
-      for (index_t c = c0; c < c1; ++c) {
+  reduce_channel_groups<1>(
+      x.n(), x.c(),
+      [&](index_t n, index_t c, std::array<double, 1>& sum) {
         const T* xp = x.plane_ptr(n, c);
-        simd::sum_lanes<1, T, Arch>(x.plane(), sum[c - c0],
-                                    [&](auto lanes, auto& acc) { acc[0] += lanes.load(xp, T(0)); });
-      }
-    for (index_t c = c0; c < c1; ++c) mean[c] = T(sum[c - c0][0] / m);
-  });
+        simd::sum_lanes<1, T, Arch>(x.plane(), sum, [&](auto lanes, auto& acc) { acc[0] += lanes.load(xp, T(0)); });
+      },
+      [&](index_t c, const std::array<double, 1>& sum) { mean[c] = T(sum[0] / m); });
 }
 
 }  // namespace bnff::detail

@@ -31,22 +31,19 @@ void unfused_batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_
                                      vector_view<const bnff::detail::nondeduced_t<T>> mean, vector_view<T> var) {
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
-  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
-    std::array<double, 1> sum[sweep_group_max];
-    for (index_t c = c0; c < c1; ++c) sum[c - c0] = {0.0};
-    for (index_t n = 0; n < x.n(); ++n)
-      for (index_t c = c0; c < c1; ++c) {
+  reduce_channel_groups<1>(
+      x.n(), x.c(),
+      [&](index_t n, index_t c, std::array<double, 1>& sum) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);
         const T* xp = x.plane_ptr(n, c);
         // Padded lanes load the mean: their deviation is 0.
-        simd::sum_lanes<1, T, Arch>(x.plane(), sum[c - c0], [&](auto lanes, auto& acc) {
+        simd::sum_lanes<1, T, Arch>(x.plane(), sum, [&](auto lanes, auto& acc) {
           const batch d = lanes.load(xp, mean_c) - vmean;
           acc[0] = simd::fma(d, d, acc[0]);
         });
-      }
-    for (index_t c = c0; c < c1; ++c) var[c] = T(sum[c - c0][0] / m);
-  });
+      },
+      [&](index_t c, const std::array<double, 1>& sum) { var[c] = T(sum[0] / m); });
 }
 
 }  // namespace bnff::detail
