@@ -85,6 +85,21 @@ struct bn_backward_planes {
         lanes.store(dxp, g);
     });
   }
+
+  // reduce() over channels [c0, c1) image by image, sums[c - c0] from zero.
+  BNFF_ALWAYS_INLINE void reduce_group(index_t c0, index_t c1, std::array<double, 2>* sums) const {
+    for (index_t c = c0; c < c1; ++c) sums[c - c0] = {0.0, 0.0};
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c) reduce(c, n, sums[c - c0]);
+  }
+
+  // dx() over channels [c0, c1) image by image, with channel c's k0[c - c0], k1[c - c0].
+  template <class GradMode, class Store>
+  BNFF_ALWAYS_INLINE void dx_group(const tensor_view<T>& out, index_t c0, index_t c1, const batch* k0,
+                                   const batch* k1) const {
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c) dx<GradMode, Store>(out, c, n, k0[c - c0], k1[c - c0]);
+  }
 };
 
 // The dx coefficients of channel c from its sums as stored in dbeta and dgamma
@@ -120,15 +135,12 @@ void bn_backward_sweeps(const tensor_view<const T>& x, const tensor_view<const T
   parallel_for((channels + group - 1) / group, [&](index_t g) {
     const index_t c0 = g * group, c1 = c0 + group < channels ? c0 + group : channels;
     std::array<double, 2> sums[backward_group_max];
-    for (index_t i = 0; i < c1 - c0; ++i) sums[i] = {0.0, 0.0};
-    for (index_t n = 0; n < images; ++n)
-      for (index_t c = c0; c < c1; ++c) planes.reduce(c, n, sums[c - c0]);
+    planes.reduce_group(c0, c1, sums);
     batch k0[backward_group_max], k1[backward_group_max];
     for (index_t c = c0; c < c1; ++c)
       backward_coefficients(sums[c - c0][0], sums[c - c0][1], m, invstd[c], scale[c], dgamma ? dgamma + c : nullptr,
                             dbeta ? dbeta + c : nullptr, k0[c - c0], k1[c - c0]);
-    for (index_t n = 0; n < images; ++n)
-      for (index_t c = c0; c < c1; ++c) planes.template dx<GradMode, Store>(dx, c, n, k0[c - c0], k1[c - c0]);
+    planes.template dx_group<GradMode, Store>(dx, c0, c1, k0, k1);
     Store::finish();
   });
 }
@@ -149,9 +161,7 @@ void bn_backward_sweeps_synced(const char* where, const tensor_view<const T>& x,
   parallel_for(groups, [&](index_t g) {
     const index_t c0 = g * group, c1 = c0 + group < channels ? c0 + group : channels;
     std::array<double, 2> s[backward_group_max];
-    for (index_t i = 0; i < c1 - c0; ++i) s[i] = {0.0, 0.0};
-    for (index_t n = 0; n < images; ++n)
-      for (index_t c = c0; c < c1; ++c) planes.reduce(c, n, s[c - c0]);
+    planes.reduce_group(c0, c1, s);
     for (index_t c = c0; c < c1; ++c) sums[2 * c] = s[c - c0][0], sums[2 * c + 1] = s[c - c0][1];
   });
   sums[2 * channels] = local;
@@ -169,8 +179,7 @@ void bn_backward_sweeps_synced(const char* where, const tensor_view<const T>& x,
     for (index_t c = c0; c < c1; ++c)
       backward_coefficients(sums[2 * c], sums[2 * c + 1], m, invstd[c], scale[c], static_cast<T*>(nullptr),
                             static_cast<T*>(nullptr), k0[c - c0], k1[c - c0]);
-    for (index_t n = 0; n < images; ++n)
-      for (index_t c = c0; c < c1; ++c) planes.template dx<GradMode, Store>(dx, c, n, k0[c - c0], k1[c - c0]);
+    planes.template dx_group<GradMode, Store>(dx, c0, c1, k0, k1);
     Store::finish();
   });
 }
