@@ -27,29 +27,23 @@ namespace bnff {
 
 namespace detail {
 
-// Blocks whose first pass runs before the second pass of any of them.
-constexpr index_t stats_group_blocks = 4;
-
 // Planes of at most this many blocks are swept two at a time (see below).
 constexpr index_t stats_pair_max_blocks = 64;
-
-// Cache lines of the next pair of planes asked for before pass 2 of this pair.
-constexpr index_t stats_pair_prefetch_lines = 16;
 
 // f(c, n, b, block_moments of block b of plane (n, c)) for every block of
 // channels [c0, c1), with the bits of block_moments; each channel's blocks come
 // in (n, b) order (the channels interleave, image by image).
 //
-// Images are taken two at a time, n and n + 1: for each channel, pass 1 of
-// every block of planes (n, c) and (n + 1, c) runs as two interleaved streams
-// from main memory (one core keeps more misses in flight with two streams than
-// with one), then pass 2 of both from cache, then f in (n, b) order (plane
-// n + 1's moments wait in a small array). Both streams run on through the
-// task's channels, contiguous in memory. Planes of more than
-// stats_pair_max_blocks blocks, and an odd last image, take the single path:
-// pass 1 of a group of blocks streams it in, the next group is prefetched,
-// then pass 2 runs on the group from cache. Block by block, main memory would
-// idle during every pass 2 (measured: 15-20% slower on 16x256x56x56).
+// Images are taken two at a time, n and n + 1: for each channel, every block
+// of planes (n, c) and (n + 1, c) is swept as two interleaved streams from main
+// memory (block_moments_pair: one core keeps more misses in flight with two
+// streams than with one), then f in (n, b) order (plane n + 1's moments wait in
+// a small array). Both streams run on through the task's channels, contiguous
+// in memory; the first lines of the next planes of both (the next channel's,
+// or the next pair of images' where the streams jump) are asked for before
+// each channel's sweep. Planes of more than
+// stats_pair_max_blocks blocks, and an odd last image, are swept block by
+// block in memory order, one stream with the same prefetch.
 template <class Arch, class T, class F>
 void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c1, index_t block, F&& f) {
   const index_t plane = x.plane(), per_plane = (plane + block - 1) / block;
@@ -58,22 +52,15 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c
     return b0 + block < plane ? block : plane - b0;
   };
   constexpr index_t reg = moments_register_len<T, Arch>;
+  constexpr index_t ahead_bytes = sweep_prefetch_ahead<T> * index_t(sizeof(T));
   index_t n = 0;
   if (per_plane <= stats_pair_max_blocks) {
-    T shift_p[stats_pair_max_blocks], shift_q[stats_pair_max_blocks];
     moments second[stats_pair_max_blocks];
-    constexpr index_t ahead = stats_pair_prefetch_lines * simd::cache_line_bytes;
-    const index_t bytes = plane * index_t(sizeof(T)) < ahead ? plane * index_t(sizeof(T)) : ahead;
+    const index_t bytes = plane * index_t(sizeof(T)) < ahead_bytes ? plane * index_t(sizeof(T)) : ahead_bytes;
     for (; n + 1 < x.n(); n += 2) {
       for (index_t c = c0; c < c1; ++c) {
         const T *p = x.plane_ptr(n, c), *q = x.plane_ptr(n + 1, c);
-        for (index_t b = 0; b < per_plane; ++b)
-          if (length(b) > reg)
-            block_shift_pair<T, Arch>(p + b * block, q + b * block, length(b), shift_p[b], shift_q[b]);
-        if (c + 1 < c1) {  // the next planes of both streams (contiguous unless x is a channel slice)
-          simd::prefetch_lines(x.plane_ptr(n, c + 1), bytes);
-          simd::prefetch_lines(x.plane_ptr(n + 1, c + 1), bytes);
-        } else if (n + 2 < x.n()) {
+        if (c + 1 == c1 && n + 2 < x.n()) {  // the streams jump next: the next pair of images
           simd::prefetch_lines(x.plane_ptr(n + 2, c0), bytes);
           if (n + 3 < x.n()) simd::prefetch_lines(x.plane_ptr(n + 3, c0), bytes);
         }
@@ -81,8 +68,7 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c
           const index_t len = length(b);
           moments first;
           if (len > reg) {
-            block_moments_shifted_pair<T, Arch>(p + b * block, q + b * block, len, shift_p[b], shift_q[b], first,
-                                                second[b]);
+            block_moments_pair<T, Arch>(p + b * block, q + b * block, len, first, second[b]);
           } else {
             first = block_moments_in_registers<T, Arch>(p + b * block, len);
             second[b] = block_moments_in_registers<T, Arch>(q + b * block, len);
@@ -93,38 +79,17 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c
       }
     }
   }
-  // The rest, in memory order (n, c, b), in groups of blocks.
-  const index_t per_image = (c1 - c0) * per_plane, total = (x.n() - n) * per_image;
-  const index_t n0 = n;
-  auto where_is = [&](index_t i, index_t& in, index_t& ic, index_t& ib) {
-    in = n0 + i / per_image;
-    ic = c0 + (i % per_image) / per_plane;
-    ib = i % per_plane;
-  };
-  auto begin = [&](index_t i) {
-    index_t in, ic, ib;
-    where_is(i, in, ic, ib);
-    return x.plane_ptr(in, ic) + ib * block;
-  };
-  constexpr index_t g = stats_group_blocks;
-  for (index_t i = 0; i < g && i < total; ++i)
-    simd::prefetch_lines(begin(i), length(i % per_plane) * index_t(sizeof(T)));
-  T shift[g];
-  for (index_t g0 = 0; g0 < total; g0 += g) {
-    const index_t g1 = g0 + g < total ? g0 + g : total;
-    for (index_t i = g0; i < g1; ++i)
-      if (length(i % per_plane) > reg) shift[i - g0] = block_shift<T, Arch>(begin(i), length(i % per_plane));
-    for (index_t i = g1; i < g1 + g && i < total; ++i)
-      simd::prefetch_lines(begin(i), length(i % per_plane) * index_t(sizeof(T)));
-    for (index_t i = g0; i < g1; ++i) {
-      const index_t len = length(i % per_plane);
-      index_t in, ic, ib;
-      where_is(i, in, ic, ib);
-      f(ic, in, ib,
-        len > reg ? block_moments_shifted<T, Arch>(begin(i), len, shift[i - g0])
-                  : block_moments_in_registers<T, Arch>(begin(i), len));
+  // The rest, in memory order (n, c, b).
+  for (; n < x.n(); ++n)
+    for (index_t c = c0; c < c1; ++c) {
+      const T* p = x.plane_ptr(n, c);
+      for (index_t b = 0; b < per_plane; ++b) {
+        const index_t len = length(b);
+        f(c, n, b,
+          len > reg ? block_moments_swept<T, Arch, sweep_prefetch_ahead<T>>(p + b * block, len)
+                    : block_moments_in_registers<T, Arch>(p + b * block, len));
+      }
     }
-  }
 }
 
 }  // namespace detail

@@ -15,23 +15,17 @@ namespace bnff {
 namespace detail {
 
 // Batches summed in T before the partial sums are flushed into double. With
-// four accumulators each float lane of pass 2 adds at most 16 values: a relative
-// error of ~1e-6 in the worst case, and the flush keeps it from growing with len.
+// four accumulators each float lane adds at most 16 values: a relative error
+// of ~1e-6 in the worst case, and the flush keeps it from growing with len.
 constexpr index_t moments_flush_batches = 64;
 
-// Independent accumulators per pass, enough to keep two vector units busy
-// through the add/FMA latency: pass 1 issues one add per batch and needs 8,
-// pass 2 issues three operations per batch and needs 4 (2 x 4 registers).
-constexpr int moments_unroll_sum = 8;
+// Independent accumulators of the sweep, enough to keep two vector units busy
+// through the add/FMA latency: three operations per batch (2 x 4 registers).
 constexpr int moments_unroll_dev = 4;
 
-template <class T, class Arch, std::size_t U>
-BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&a)[U]) noexcept {
-  static_assert(U == 4 || U == 8, "a fixed pairwise tree for 4 or 8 accumulators");
-  if constexpr (U == 8)
-    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
-  else
-    return (a[0] + a[1]) + (a[2] + a[3]);
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE xsimd::batch<T, Arch> tree_sum(const xsimd::batch<T, Arch> (&a)[4]) noexcept {
+  return (a[0] + a[1]) + (a[2] + a[3]);  // a fixed pairwise tree
 }
 
 // The moments from the shift and the sums of d = x - shift: shared by every
@@ -75,34 +69,32 @@ moments block_moments_in_registers(const T* x, index_t len) noexcept {
   return shifted_moments(len, double(shift), sum_d, sum_d2);
 }
 
-// Blocks longer than this take the two-pass path below; shorter ones stay in registers.
+// Blocks longer than this take the sweep below; shorter ones stay in registers.
 template <class T, class Arch>
 constexpr index_t moments_register_len = moments_register_batches* index_t(xsimd::batch<T, Arch>::size);
 
-// Pass 1 of block_moments for len > moments_register_len: the shift. Each
-// chunk's sum is reduced in T (it only has to land near the mean) and the
-// chunks are added in double, so length does not matter.
+// The first shift of a block longer than moments_register_len: the mean of its
+// first batch, summed in double (exact for a constant block, no overflow).
 template <class T, class Arch>
-T block_shift(const T* x, index_t len) noexcept {
+BNFF_ALWAYS_INLINE T first_batch_shift(const T* x) noexcept {
   using batch = xsimd::batch<T, Arch>;
-  constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
-  double sum = 0;
-  for (index_t c0 = 0; c0 < len; c0 += chunk) {
-    const T* p = x + c0;
-    batch a[moments_unroll_sum];
-    for (auto& v : a) v = batch(T(0));
-    simd::for_each_lanes<T, Arch, moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk,
-                                                      [&](auto lanes, auto s) { a[s] += lanes.load(p, T(0)); });
-    sum += double(simd::reduce_add(tree_sum(a)));
-  }
-  return T(sum * (1.0 / double(len)));  // near the mean is enough: no division on the critical path
+  return T(simd::reduce_add_double(batch::load_unaligned(x)) * (1.0 / double(batch::size)));
 }
 
-// Pass 2 of block_moments for len > moments_register_len: deviations from the
-// shift, accumulated in T per chunk, flushed into double, and the moments.
-// Separate from pass 1 so a sweep can run pass 1 on the next blocks (streaming
-// them in) before pass 2 of the previous ones (from cache): the same bits.
-template <class T, class Arch>
+// Whether moments taken about `shift` must be taken again about their mean:
+// when the shift lies more than one standard deviation from the mean,
+// (mean - shift)^2 > M2 / n. Then sum(d^2) is more than twice M2 and the
+// rounding of the float sums, relative to sum(d^2), would grow by more than 2
+// relative to M2. False for NaN (it stays NaN) and for a constant block.
+inline bool off_centre(const moments& m, double shift) noexcept {
+  const double off = m.mean - shift;
+  return off * off * m.count > m.m2;
+}
+
+// Deviations from `shift`, accumulated in T per chunk, flushed into double, and
+// the moments. Ahead > 0 asks for the cache line Ahead elements past each load
+// (a sweep over main memory); the bits do not depend on it.
+template <class T, class Arch, index_t Ahead = 0>
 moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
   using batch = xsimd::batch<T, Arch>;
   constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
@@ -114,6 +106,7 @@ moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
     for (int i = 0; i < moments_unroll_dev; ++i) a[i] = q[i] = batch(T(0));
     // Padded lanes load `shift`, so their d is 0 and they add nothing.
     simd::for_each_lanes<T, Arch, moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
+      if constexpr (Ahead > 0) simd::prefetch_ahead(p, lanes.offset + Ahead);
       const batch d = lanes.load(p, shift) - vshift;
       a[s] += d;
       q[s] = simd::fma(d, d, q[s]);
@@ -124,51 +117,45 @@ moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
   return shifted_moments(len, shift, sum_d, sum_d2);
 }
 
-// Two blocks of the same length at once: pass 1 and pass 2 above, run on x
-// and y in one loop, each with exactly the chunks, slots and order of the
-// single-block functions, so the bits equal two separate calls. Two
-// independent streams keep more cache-line misses in flight than one: a
-// sweep over main memory on one core was about 15% faster this way.
-//
-// Made for a sweep that reads on past the block (batch_norm_stats reads the
-// next plane of each stream next), both passes prefetch ahead of their loads:
-// pass 1 2 KiB ahead, which keeps more misses in flight than the hardware
-// prefetcher alone; pass 2, which rereads the block from cache, 8 KiB ahead,
-// so memory keeps streaming the next plane meanwhile instead of idling.
-// Measured on 16x256x56x56 float, one thread: 12.2 GB/s without either,
-// 13.3 GB/s with pass 1's, 14.4 GB/s with both (read ceiling 16.7-17 GB/s).
-// Prefetches are hints: past the end of the data they do nothing.
-template <class T>
-constexpr index_t pair_pass1_ahead = index_t(2048 / sizeof(T));
-template <class T>
-constexpr index_t pair_pass2_ahead = index_t(8192 / sizeof(T));
+// The shift block_moments settles on for len > moments_register_len: the
+// first batch's mean, or the block's mean where that is off centre. A sweep
+// that takes the moments later (the unfused variance pass) gets block_moments'
+// bits from block_moments_shifted about this shift.
 template <class T, class Arch>
-void block_shift_pair(const T* x, const T* y, index_t len, T& shift_x, T& shift_y) noexcept {
-  using batch = xsimd::batch<T, Arch>;
-  constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
-  double sum_x = 0, sum_y = 0;
-  for (index_t c0 = 0; c0 < len; c0 += chunk) {
-    const T *p = x + c0, *q = y + c0;
-    batch a[moments_unroll_sum], b[moments_unroll_sum];
-    for (int i = 0; i < moments_unroll_sum; ++i) a[i] = b[i] = batch(T(0));
-    simd::for_each_lanes<T, Arch, moments_unroll_sum>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
-      simd::prefetch_ahead(p, lanes.offset + pair_pass1_ahead<T>);
-      simd::prefetch_ahead(q, lanes.offset + pair_pass1_ahead<T>);
-      a[s] += lanes.load(p, T(0));
-      b[s] += lanes.load(q, T(0));
-    });
-    sum_x += double(simd::reduce_add(tree_sum(a)));
-    sum_y += double(simd::reduce_add(tree_sum(b)));
-  }
-  shift_x = T(sum_x * (1.0 / double(len)));
-  shift_y = T(sum_y * (1.0 / double(len)));
+T block_shift(const T* x, index_t len) noexcept {
+  const T s = first_batch_shift<T, Arch>(x);
+  const moments m = block_moments_shifted<T, Arch>(x, len, s);
+  return off_centre(m, double(s)) ? T(m.mean) : s;
 }
 
+// block_moments for len > moments_register_len: one sweep about the first
+// batch's mean, and a second one, from cache, about the block's mean only where
+// the first was off centre (rare in real activations: the first batch would
+// have to sit a standard deviation away from the block's mean).
+template <class T, class Arch, index_t Ahead = 0>
+moments block_moments_swept(const T* x, index_t len) noexcept {
+  const T s = first_batch_shift<T, Arch>(x);
+  const moments m = block_moments_shifted<T, Arch, Ahead>(x, len, s);
+  return off_centre(m, double(s)) ? block_moments_shifted<T, Arch>(x, len, T(m.mean)) : m;
+}
+
+// Elements ahead of each load that a sweep over main memory prefetches: 2 KiB
+// keeps more cache-line misses in flight than the hardware prefetcher alone.
+template <class T>
+constexpr index_t sweep_prefetch_ahead = index_t(2048 / sizeof(T));
+
+// Two blocks of the same length at once, x and y: block_moments_swept of each,
+// the first sweeps of both in one loop, each with exactly the chunks, slots
+// and order of the single-block function, so the bits equal two separate
+// calls. Two independent streams from main memory keep more cache-line misses
+// in flight than one (a sweep over 16x256x56x56 float on one core was about 15%
+// faster this way), and both prefetch sweep_prefetch_ahead past their loads.
+// Prefetches are hints: past the end of the data they do nothing.
 template <class T, class Arch>
-void block_moments_shifted_pair(const T* x, const T* y, index_t len, T shift_x, T shift_y, moments& out_x,
-                                moments& out_y) noexcept {
+void block_moments_pair(const T* x, const T* y, index_t len, moments& out_x, moments& out_y) noexcept {
   using batch = xsimd::batch<T, Arch>;
-  constexpr index_t chunk = moments_flush_batches * index_t(batch::size);
+  constexpr index_t chunk = moments_flush_batches * index_t(batch::size), ahead = sweep_prefetch_ahead<T>;
+  const T shift_x = first_batch_shift<T, Arch>(x), shift_y = first_batch_shift<T, Arch>(y);
   const batch vx(shift_x), vy(shift_y);
   double sx = 0, sx2 = 0, sy = 0, sy2 = 0;
   for (index_t c0 = 0; c0 < len; c0 += chunk) {
@@ -176,8 +163,8 @@ void block_moments_shifted_pair(const T* x, const T* y, index_t len, T shift_x, 
     batch a[moments_unroll_dev], aq[moments_unroll_dev], b[moments_unroll_dev], bq[moments_unroll_dev];
     for (int i = 0; i < moments_unroll_dev; ++i) a[i] = aq[i] = b[i] = bq[i] = batch(T(0));
     simd::for_each_lanes<T, Arch, moments_unroll_dev>(len - c0 < chunk ? len - c0 : chunk, [&](auto lanes, auto s) {
-      simd::prefetch_ahead(p, lanes.offset + pair_pass2_ahead<T>);
-      simd::prefetch_ahead(q, lanes.offset + pair_pass2_ahead<T>);
+      simd::prefetch_ahead(p, lanes.offset + ahead);
+      simd::prefetch_ahead(q, lanes.offset + ahead);
       const batch d = lanes.load(p, shift_x) - vx;
       const batch e = lanes.load(q, shift_y) - vy;
       a[s] += d;
@@ -192,25 +179,34 @@ void block_moments_shifted_pair(const T* x, const T* y, index_t len, T shift_x, 
   }
   out_x = shifted_moments(len, shift_x, sx, sx2);
   out_y = shifted_moments(len, shift_y, sy, sy2);
+  if (off_centre(out_x, double(shift_x))) out_x = block_moments_shifted<T, Arch>(x, len, T(out_x.mean));
+  if (off_centre(out_y, double(shift_y))) out_y = block_moments_shifted<T, Arch>(y, len, T(out_y.mean));
 }
 
 }  // namespace detail
 
-// (count, mean, M2) of x[0, len). Two passes over the block, both from cache:
-//   pass 1: shift = mean estimate (SIMD sum per chunk, chunks added in double);
-//   pass 2: d = x - shift, sum(d) and sum(d^2), flushed into double;
-//   mean = shift + sum(d)/len,  M2 = sum(d^2) - sum(d)^2/len.
-// Blocks of up to four batches are loaded once and kept in registers.
-// d is exact in T (Sterbenz) where x is near the mean, so no digits cancel
-// however large |mean| / std is, and a constant block gives M2 exactly 0.
-// NaN or infinity anywhere gives a NaN mean and M2. Deterministic: the bits
-// depend on the values, len and Arch only (not on the address or alignment),
-// which is what lets a convolution epilogue reproduce the standalone kernel.
+// (count, mean, M2) of x[0, len), in one sweep over the block:
+//   shift = the mean of the first batch (in double);
+//   d = x - shift, sum(d) and sum(d^2) in T per chunk, flushed into double;
+//   mean = shift + sum(d)/len,  M2 = sum(d^2) - sum(d)^2/len;
+// and, only if the shift was more than a standard deviation from that mean, a
+// second sweep (from cache) with shift = mean. A sweep over main memory thus
+// reads each block once and computes as it reads, where a mean pass before the
+// deviation pass would leave memory idle during one of them. Either way the
+// shift ends within a standard deviation of the mean, so sum(d^2) < 2 M2 and
+// the float rounding stays relative to the variance, however large |mean| /
+// std is (d is exact in T by Sterbenz where x is near the shift), and a
+// constant block gives M2 exactly 0. Blocks of up to four batches are loaded
+// once and kept in registers (two passes there: the exact mean of the block
+// first). NaN anywhere gives a NaN M2 and mean; infinity a NaN M2 and a
+// non-finite mean. Deterministic: the bits depend on the values, len and Arch
+// only (not on the address or alignment), which is what lets a convolution
+// epilogue reproduce the standalone kernel.
 template <class T, class Arch = xsimd::default_arch>
 moments block_moments(const T* x, index_t len) noexcept {
   if (len <= 0) return {};
   if (len <= detail::moments_register_len<T, Arch>) return detail::block_moments_in_registers<T, Arch>(x, len);
-  return detail::block_moments_shifted<T, Arch>(x, len, detail::block_shift<T, Arch>(x, len));
+  return detail::block_moments_swept<T, Arch>(x, len);
 }
 
 }  // namespace bnff
