@@ -124,7 +124,9 @@ TEST_CASE("batch_norm_stats: a constant channel has variance exactly 0, NaN stay
 }
 
 TEST_CASE("batch_norm_stats gives the same bits with 1 and 2 threads", "[stats]") {
-  for (const shape4& s : {shape4{3, 9, 17, 19}, shape4{3, 70, 17, 19}}) {
+  // 200 channels of 5 x 5 go in groups of 12 (sweep_group_channels), more than
+  // the 8 of large planes.
+  for (const shape4& s : {shape4{3, 9, 17, 19}, shape4{3, 70, 17, 19}, shape4{3, 200, 5, 5}}) {
     CAPTURE(s);
     slice_tensor<float> x(s, 1, 1, 1);
     x.fill_random(5, -2.0, 5.0);
@@ -138,14 +140,33 @@ TEST_CASE("batch_norm_stats gives the same bits with 1 and 2 threads", "[stats]"
   }
 }
 
+TEST_CASE("sweep_group_channels: long runs of small planes, enough tasks for the threads", "[stats]") {
+  using bnff::detail::sweep_group_channels;
+  for (index_t c : {1, 3, 15, 16, 17, 64, 130, 256, 512, 1000, 1024})
+    for (index_t plane_bytes : {4, 100, 196, 784, 3136, 12544, 50176}) {
+      CAPTURE(c, plane_bytes);
+      const index_t g = sweep_group_channels(c, plane_bytes);
+      CHECK(g >= 1);
+      CHECK(g <= bnff::detail::sweep_group_max);
+      if (c >= 16) CHECK((c + g - 1) / g >= 16);                                // the threads share the work
+      if (g > 8) CHECK((g - 1) * plane_bytes < bnff::detail::sweep_run_bytes);  // no longer than a run needs
+      if (g < 8) CHECK(g == (c / 16 < 1 ? 1 : c / 16));                         // fewer than 8 only to keep 16 groups
+    }
+  CHECK(sweep_group_channels(1024, 196) == 64);  // 7 x 7 float: 64 planes of 196 bytes
+  CHECK(sweep_group_channels(1024, 784) == 42);  // 14 x 14: 42 x 784 bytes >= 32 KiB
+  CHECK(sweep_group_channels(256, 12544) == 8);  // 56 x 56: 8, 100 KiB runs
+  CHECK(sweep_group_channels(64, 784) == 4);     // 16 groups first
+}
+
 TEST_CASE("exported partials merged in partition order reproduce batch_norm_stats bit for bit", "[stats]") {
   // Planes of one short block, of several full 1024-element blocks plus a
-  // short or a long tail, some off centre: the sweep takes planes two at a time (up to 64 blocks each; an odd last plane and
-  // longer planes, as with block 16 on 56 x 56, go one at a time). With 32
-  // channels or more a task walks several channels image by image (2 here, and
-  // 8 with a short last task for 130).
+  // short or a long tail, some off centre: the sweep takes planes two at a
+  // time (up to 64 blocks each; an odd last plane and longer planes, as with
+  // block 16 on 56 x 56, go one at a time). With 32 channels or more a task
+  // walks several channels image by image (2 here, 8 with a short last task
+  // for 130, and 12 for 200 small planes).
   for (const shape4& s : {shape4{3, 4, 13, 11}, shape4{2, 3, 56, 56}, shape4{1, 2, 50, 50}, shape4{3, 2, 40, 41},
-                          shape4{3, 40, 9, 10}, shape4{5, 130, 7, 5}, shape4{2, 33, 40, 41}})
+                          shape4{3, 40, 9, 10}, shape4{5, 130, 7, 5}, shape4{2, 33, 40, 41}, shape4{3, 200, 5, 5}})
     for (index_t block : {index_t(16), index_t(100), index_t(1024)}) {
       CAPTURE(s, block);
       slice_tensor<float> x(s, 1, 2, 1);

@@ -57,10 +57,14 @@ void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c
   if (per_plane <= stats_pair_max_blocks) {
     moments second[stats_pair_max_blocks];
     const index_t bytes = plane * index_t(sizeof(T)) < ahead_bytes ? plane * index_t(sizeof(T)) : ahead_bytes;
+    const bool small = bytes < ahead_bytes;
     for (; n + 1 < x.n(); n += 2) {
       for (index_t c = c0; c < c1; ++c) {
         const T *p = x.plane_ptr(n, c), *q = x.plane_ptr(n + 1, c);
-        if (c + 1 == c1 && n + 2 < x.n()) {  // the streams jump next: the next pair of images
+        if (c + 1 < c1 && small) {  // the next planes of both streams (contiguous unless x is a channel slice)
+          simd::prefetch_lines(x.plane_ptr(n, c + 1), bytes);
+          simd::prefetch_lines(x.plane_ptr(n + 1, c + 1), bytes);
+        } else if (c + 1 == c1 && n + 2 < x.n()) {  // the streams jump next: the next pair of images
           simd::prefetch_lines(x.plane_ptr(n + 2, c0), bytes);
           if (n + 3 < x.n()) simd::prefetch_lines(x.plane_ptr(n + 3, c0), bytes);
         }
@@ -114,7 +118,8 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
 
   const stats_partition part = make_stats_partition(x, block);
   const tensor_view<const T> xc = x;
-  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+  const index_t group = detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T)));
+  detail::for_each_channel_group(x.c(), group, [&](index_t c0, index_t c1) {
     moments acc[detail::sweep_group_max];
     detail::for_each_block_moments<Arch>(xc, c0, c1, part.block, [&](index_t c, index_t, index_t, const moments& m) {
       acc[c - c0] = merge(acc[c - c0], m);
@@ -140,7 +145,8 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
   detail::check_disjoint(where, "partials", partials, "x", x);
 
   const tensor_view<const T> xc = x;
-  detail::for_each_channel_group(x.c(), detail::sweep_group_channels(x.c()), [&](index_t c0, index_t c1) {
+  const index_t group = detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T)));
+  detail::for_each_channel_group(x.c(), group, [&](index_t c0, index_t c1) {
     detail::for_each_block_moments<Arch>(
         xc, c0, c1, part.block,
         [&](index_t c, index_t n, index_t b, const moments& m) { partials[part.slot(c, n, b)] = m; });

@@ -56,13 +56,21 @@ void with_store_policy(index_t output_elements, bool in_place, F&& f) {
     f(simd::temporal_stores{});
 }
 
-// Channels per group of a reduction sweep (for_each_channel_group): at least
-// 16 groups when there are that many channels, so threads share the work, and
-// at most sweep_group_max. From the shape alone, like every partition in bnff.
-constexpr index_t sweep_group_max = 8;
-inline index_t sweep_group_channels(index_t channels) noexcept {
-  const index_t g = channels / 16;
-  return g < 1 ? 1 : (g > sweep_group_max ? sweep_group_max : g);
+// Channels per group of a reduction sweep (for_each_channel_group): enough
+// that each image's run of the group's planes is at least sweep_run_bytes long
+// (eight 14 x 14 float planes, 6 KiB, made streams too short for the
+// prefetchers), at least 8 as for large planes, and at most sweep_group_max;
+// but never so many that there are fewer than 16 groups (tasks) when there are
+// 16 channels, so the threads share the work. From the shape alone, like every
+// partition in bnff; the sums' bits do not depend on it.
+constexpr index_t sweep_group_max = 64;
+constexpr index_t sweep_run_bytes = index_t(32) << 10;
+inline index_t sweep_group_channels(index_t channels, index_t plane_bytes) noexcept {
+  index_t g = (sweep_run_bytes + plane_bytes - 1) / plane_bytes;
+  g = g < 8 ? 8 : (g > sweep_group_max ? sweep_group_max : g);
+  const index_t spread = channels / 16;
+  g = g > spread ? spread : g;
+  return g < 1 ? 1 : g;
 }
 
 // Run f(c0, c1) for every group [c0, c1) of `group` consecutive channels, one
@@ -80,12 +88,13 @@ void for_each_channel_group(index_t channels, index_t group, F&& f) {
   });
 }
 
-// A reduction of K sums per channel over channel groups (sweep_group_channels):
-// sums from zero, plane(n, c, sums of c) for every plane of the group image by
-// image, then done(c, sums of c) for each channel of the group.
+// A reduction of K sums per channel over channel groups (sweep_group_channels
+// of planes of plane_bytes): sums from zero, plane(n, c, sums of c) for every
+// plane of the group image by image, then done(c, sums of c) for each channel
+// of the group.
 template <std::size_t K, class Plane, class Done>
-void reduce_channel_groups(index_t images, index_t channels, Plane&& plane, Done&& done) {
-  for_each_channel_group(channels, sweep_group_channels(channels), [&](index_t c0, index_t c1) {
+void reduce_channel_groups(index_t images, index_t channels, index_t plane_bytes, Plane&& plane, Done&& done) {
+  for_each_channel_group(channels, sweep_group_channels(channels, plane_bytes), [&](index_t c0, index_t c1) {
     std::array<double, K> sums[sweep_group_max];
     for (index_t c = c0; c < c1; ++c) sums[c - c0].fill(0.0);
     for (index_t n = 0; n < images; ++n)
