@@ -2,7 +2,7 @@
 // conventional framework takes the mean and then the variance, each (n, c) plane cut
 // into blocks as the fused kernels cut it:
 //   sweep 1 (mean pass):     shifts[slot] = the shift block_moments settles on for the
-//                            block (block_shift: its first batch's mean, or its mean);
+//                            block (block_shift: its first batches' mean, or its mean);
 //   sweep 2 (variance pass): each block's moments about its shift, merged in (n, b) order.
 // The two sweeps are block_moments split in two, so the result is bitwise what
 // batch_norm_stats (and a convolution's statistics epilogue) gives for the same block:
