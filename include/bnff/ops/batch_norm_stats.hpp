@@ -39,11 +39,13 @@ constexpr index_t stats_pair_max_blocks = 64;
 // memory (block_moments_pair: one core keeps more misses in flight with two
 // streams than with one), then f in (n, b) order (plane n + 1's moments wait in
 // a small array). Both streams run on through the task's channels, contiguous
-// in memory; the first lines of the next planes of both (the next channel's,
-// or the next pair of images' where the streams jump) are asked for before
-// each channel's sweep. Planes of more than
-// stats_pair_max_blocks blocks, and an odd last image, are swept block by
-// block in memory order, one stream with the same prefetch.
+// in memory, and their in-loop prefetch runs on into the next channel's planes.
+// Planes under 2 KiB (the shortest are taken in registers, with no in-loop
+// prefetch) get the next channel's planes asked for before each channel's
+// sweep; where the streams jump (to the next pair of images) the first lines
+// there are asked for. Planes of more than stats_pair_max_blocks blocks, and an
+// odd last image, are swept block by block in memory order, one stream with
+// the same prefetch.
 template <class Arch, class T, class F>
 void for_each_block_moments(const tensor_view<const T>& x, index_t c0, index_t c1, index_t block, F&& f) {
   const index_t plane = x.plane(), per_plane = (plane + block - 1) / block;
@@ -118,7 +120,7 @@ void batch_norm_stats(const tensor_view<U>& x, vector_view<moments> out, index_t
 
   const stats_partition part = make_stats_partition(x, block);
   const tensor_view<const T> xc = x;
-  const index_t group = detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T)));
+  const index_t group = detail::sweep_group_channels(x);
   detail::for_each_channel_group(x.c(), group, [&](index_t c0, index_t c1) {
     moments acc[detail::sweep_group_max];
     detail::for_each_block_moments<Arch>(xc, c0, c1, part.block, [&](index_t c, index_t, index_t, const moments& m) {
@@ -145,7 +147,7 @@ void batch_norm_stats_partials(const tensor_view<U>& x, const stats_partition& p
   detail::check_disjoint(where, "partials", partials, "x", x);
 
   const tensor_view<const T> xc = x;
-  const index_t group = detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T)));
+  const index_t group = detail::sweep_group_channels(x);
   detail::for_each_channel_group(x.c(), group, [&](index_t c0, index_t c1) {
     detail::for_each_block_moments<Arch>(
         xc, c0, c1, part.block,

@@ -111,7 +111,7 @@ void bn_add_relu_backward(tensor_view<const detail::nondeduced_t<T>> x, tensor_v
 
   using batch = xsimd::batch<T, Arch>;
   detail::reduce_channel_groups<2>(
-      x.n(), x.c(), x.plane() * index_t(sizeof(T)),
+      x,
       [&](index_t n, index_t c, std::array<double, 2>& sums) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);

@@ -73,6 +73,12 @@ inline index_t sweep_group_channels(index_t channels, index_t plane_bytes) noexc
   return g < 1 ? 1 : g;
 }
 
+// sweep_group_channels for the channels and planes of x.
+template <class U>
+index_t sweep_group_channels(const tensor_view<U>& x) noexcept {
+  return sweep_group_channels(x.c(), x.plane() * index_t(sizeof(U)));
+}
+
 // Run f(c0, c1) for every group [c0, c1) of `group` consecutive channels, one
 // task each. A reduction walks its group image by image (for each n, channels
 // c0 .. c1 - 1), so it reads one contiguous run of c1 - c0 planes per image,
@@ -88,16 +94,16 @@ void for_each_channel_group(index_t channels, index_t group, F&& f) {
   });
 }
 
-// A reduction of K sums per channel over channel groups (sweep_group_channels
-// of planes of plane_bytes): sums from zero, plane(n, c, sums of c) for every
-// plane of the group image by image, then done(c, sums of c) for each channel
-// of the group.
-template <std::size_t K, class Plane, class Done>
-void reduce_channel_groups(index_t images, index_t channels, index_t plane_bytes, Plane&& plane, Done&& done) {
-  for_each_channel_group(channels, sweep_group_channels(channels, plane_bytes), [&](index_t c0, index_t c1) {
+// A reduction of K sums per channel of x over channel groups
+// (sweep_group_channels): sums from zero, plane(n, c, sums of c) for every plane
+// of the group image by image, then done(c, sums of c) for each channel of the
+// group.
+template <std::size_t K, class U, class Plane, class Done>
+void reduce_channel_groups(const tensor_view<U>& x, Plane&& plane, Done&& done) {
+  for_each_channel_group(x.c(), sweep_group_channels(x), [&](index_t c0, index_t c1) {
     std::array<double, K> sums[sweep_group_max];
     for (index_t c = c0; c < c1; ++c) sums[c - c0].fill(0.0);
-    for (index_t n = 0; n < images; ++n)
+    for (index_t n = 0; n < x.n(); ++n)
       for (index_t c = c0; c < c1; ++c) plane(n, c, sums[c - c0]);
     for (index_t c = c0; c < c1; ++c) done(c, sums[c - c0]);
   });

@@ -124,6 +124,13 @@ moments block_moments_shifted(const T* x, index_t len, T shift) noexcept {
   return shifted_moments(len, shift, sum_d, sum_d2);
 }
 
+// The moments block_moments settles on, given m taken about `shift`: m, or,
+// where that was off centre, the block swept again (from cache) about its mean.
+template <class T, class Arch>
+BNFF_ALWAYS_INLINE moments settled_moments(const T* x, index_t len, T shift, const moments& m) noexcept {
+  return off_centre(m, double(shift)) ? block_moments_shifted<T, Arch>(x, len, T(m.mean)) : m;
+}
+
 // The shift block_moments settles on for len > moments_register_len: the
 // first batches' mean, or the block's mean where that is off centre. A sweep
 // that takes the moments later (the unfused variance pass) gets block_moments'
@@ -143,8 +150,7 @@ T block_shift(const T* x, index_t len) noexcept {
 template <class T, class Arch, index_t Ahead = 0>
 moments block_moments_swept(const T* x, index_t len) noexcept {
   const T s = first_batches_shift<T, Arch>(x);
-  const moments m = block_moments_shifted<T, Arch, Ahead>(x, len, s);
-  return off_centre(m, double(s)) ? block_moments_shifted<T, Arch>(x, len, T(m.mean)) : m;
+  return settled_moments<T, Arch>(x, len, s, block_moments_shifted<T, Arch, Ahead>(x, len, s));
 }
 
 // Elements ahead of each load that a sweep over main memory prefetches: 2 KiB
@@ -185,10 +191,8 @@ void block_moments_pair(const T* x, const T* y, index_t len, moments& out_x, mom
     sy += simd::reduce_add_double(tree_sum(b));
     sy2 += simd::reduce_add_double(tree_sum(bq));
   }
-  out_x = shifted_moments(len, shift_x, sx, sx2);
-  out_y = shifted_moments(len, shift_y, sy, sy2);
-  if (off_centre(out_x, double(shift_x))) out_x = block_moments_shifted<T, Arch>(x, len, T(out_x.mean));
-  if (off_centre(out_y, double(shift_y))) out_y = block_moments_shifted<T, Arch>(y, len, T(out_y.mean));
+  out_x = settled_moments<T, Arch>(x, len, shift_x, shifted_moments(len, shift_x, sx, sx2));
+  out_y = settled_moments<T, Arch>(y, len, shift_y, shifted_moments(len, shift_y, sy, sy2));
 }
 
 }  // namespace detail

@@ -48,7 +48,7 @@ void unfused_batch_norm_backward_reduce_run(tensor_view<const bnff::detail::nond
                                             vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   using batch = xsimd::batch<T, Arch>;
   reduce_channel_groups<2>(
-      x.n(), x.c(), x.plane() * index_t(sizeof(T)),
+      x,
       [&](index_t n, index_t c, std::array<double, 2>& sums) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);
@@ -76,23 +76,22 @@ void unfused_batch_norm_backward_reduce_blocks_run(tensor_view<const bnff::detai
                                                    vector_view<const bnff::detail::nondeduced_t<T>> invstd,
                                                    index_t block, vector_view<T> sum_dy, vector_view<T> sum_dy_xhat) {
   const index_t plane = x.plane();
-  bnff::detail::for_each_channel_group(
-      x.c(), sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T))), [&](index_t c0, index_t c1) {
-        bn_backward_partial acc[sweep_group_max];
-        for (index_t n = 0; n < x.n(); ++n)
-          for (index_t c = c0; c < c1; ++c)
-            for (index_t b0 = 0; b0 < plane; b0 += block) {
-              const index_t b1 = b0 + block < plane ? b0 + block : plane;
-              const bn_backward_partial p =
-                  bn_backward_block_sums<T, Arch>(dy.plane_ptr(n, c) + b0, x.plane_ptr(n, c) + b0, b1 - b0, mean[c]);
-              acc[c - c0].sum_dy += p.sum_dy;
-              acc[c - c0].sum_dy_xc += p.sum_dy_xc;
-            }
-        for (index_t c = c0; c < c1; ++c) {
-          sum_dy[c] = T(acc[c - c0].sum_dy);
-          sum_dy_xhat[c] = T(acc[c - c0].sum_dy_xc * double(invstd[c]));
+  bnff::detail::for_each_channel_group(x.c(), sweep_group_channels(x), [&](index_t c0, index_t c1) {
+    bn_backward_partial acc[sweep_group_max];
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t b0 = 0; b0 < plane; b0 += block) {
+          const index_t b1 = b0 + block < plane ? b0 + block : plane;
+          const bn_backward_partial p =
+              bn_backward_block_sums<T, Arch>(dy.plane_ptr(n, c) + b0, x.plane_ptr(n, c) + b0, b1 - b0, mean[c]);
+          acc[c - c0].sum_dy += p.sum_dy;
+          acc[c - c0].sum_dy_xc += p.sum_dy_xc;
         }
-      });
+    for (index_t c = c0; c < c1; ++c) {
+      sum_dy[c] = T(acc[c - c0].sum_dy);
+      sum_dy_xhat[c] = T(acc[c - c0].sum_dy_xc * double(invstd[c]));
+    }
+  });
 }
 
 }  // namespace bnff::detail

@@ -27,7 +27,7 @@ template <class Arch, class T>
 void unfused_batch_norm_mean_run(tensor_view<const bnff::detail::nondeduced_t<T>> x, vector_view<T> mean) {
   const double m = double(x.n()) * double(x.plane());
   reduce_channel_groups<1>(
-      x.n(), x.c(), x.plane() * index_t(sizeof(T)),
+      x,
       [&](index_t n, index_t c, std::array<double, 1>& sum) {
         const T* xp = x.plane_ptr(n, c);
         simd::sum_lanes<1, T, Arch>(x.plane(), sum, [&](auto lanes, auto& acc) { acc[0] += lanes.load(xp, T(0)); });

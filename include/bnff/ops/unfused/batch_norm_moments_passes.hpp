@@ -45,16 +45,15 @@ void batch_norm_block_shifts(tensor_view<const bnff::detail::nondeduced_t<T>> x,
   bnff::detail::check_disjoint(where, "shifts", shifts, "x", x);
   const stats_partition part{x.n(), x.c(), x.plane(), block};
   constexpr index_t reg = bnff::detail::moments_register_len<T, Arch>;
-  bnff::detail::for_each_channel_group(
-      x.c(), bnff::detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T))), [&](index_t c0, index_t c1) {
-        for (index_t n = 0; n < x.n(); ++n)
-          for (index_t c = c0; c < c1; ++c)
-            for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
-              const index_t len = part.block_end(b) - part.block_begin(b);
-              shifts[part.slot(c, n, b)] =
-                  len > reg ? bnff::detail::block_shift<T, Arch>(x.plane_ptr(n, c) + part.block_begin(b), len) : T(0);
-            }
-      });
+  bnff::detail::for_each_channel_group(x.c(), bnff::detail::sweep_group_channels(x), [&](index_t c0, index_t c1) {
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
+          const index_t len = part.block_end(b) - part.block_begin(b);
+          shifts[part.slot(c, n, b)] =
+              len > reg ? bnff::detail::block_shift<T, Arch>(x.plane_ptr(n, c) + part.block_begin(b), len) : T(0);
+        }
+  });
 }
 
 // Sweep 2: out[c] = the moments of channel c, each block's about its shift from sweep 1,
@@ -68,20 +67,19 @@ void batch_norm_block_moments(tensor_view<const bnff::detail::nondeduced_t<T>> x
   bnff::detail::check_disjoint(where, "out", out, "x", x);
   const stats_partition part{x.n(), x.c(), x.plane(), block};
   constexpr index_t reg = bnff::detail::moments_register_len<T, Arch>;
-  bnff::detail::for_each_channel_group(
-      x.c(), bnff::detail::sweep_group_channels(x.c(), x.plane() * index_t(sizeof(T))), [&](index_t c0, index_t c1) {
-        moments acc[bnff::detail::sweep_group_max];
-        for (index_t n = 0; n < x.n(); ++n)
-          for (index_t c = c0; c < c1; ++c)
-            for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
-              const T* p = x.plane_ptr(n, c) + part.block_begin(b);
-              const index_t len = part.block_end(b) - part.block_begin(b);
-              acc[c - c0] = merge(acc[c - c0], len > reg ? bnff::detail::block_moments_shifted<T, Arch>(
-                                                               p, len, shifts[part.slot(c, n, b)])
-                                                         : bnff::detail::block_moments_in_registers<T, Arch>(p, len));
-            }
-        for (index_t c = c0; c < c1; ++c) out[c] = acc[c - c0];
-      });
+  bnff::detail::for_each_channel_group(x.c(), bnff::detail::sweep_group_channels(x), [&](index_t c0, index_t c1) {
+    moments acc[bnff::detail::sweep_group_max];
+    for (index_t n = 0; n < x.n(); ++n)
+      for (index_t c = c0; c < c1; ++c)
+        for (index_t b = 0; b < part.blocks_per_plane(); ++b) {
+          const T* p = x.plane_ptr(n, c) + part.block_begin(b);
+          const index_t len = part.block_end(b) - part.block_begin(b);
+          acc[c - c0] = merge(
+              acc[c - c0], len > reg ? bnff::detail::block_moments_shifted<T, Arch>(p, len, shifts[part.slot(c, n, b)])
+                                     : bnff::detail::block_moments_in_registers<T, Arch>(p, len));
+        }
+    for (index_t c = c0; c < c1; ++c) out[c] = acc[c - c0];
+  });
 }
 
 }  // namespace bnff::unfused

@@ -32,7 +32,7 @@ void unfused_batch_norm_variance_run(tensor_view<const bnff::detail::nondeduced_
   using batch = xsimd::batch<T, Arch>;
   const double m = double(x.n()) * double(x.plane());
   reduce_channel_groups<1>(
-      x.n(), x.c(), x.plane() * index_t(sizeof(T)),
+      x,
       [&](index_t n, index_t c, std::array<double, 1>& sum) {
         const T mean_c = mean[c];
         const batch vmean(mean_c);
