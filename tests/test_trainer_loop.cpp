@@ -208,6 +208,15 @@ TEST_CASE("compare: identical models agree exactly and both are timed", "[traine
   CHECK(all_tensors(a) == all_tensors(b));
 }
 
+TEST_CASE("compare: the verdict says faster or slower, never a factor below 1", "[trainer][loop]") {
+  comparison c;
+  c.loss_a = c.loss_b = {1.0, 0.5};
+  c.median_seconds_a = 0.080, c.median_seconds_b = 0.100;
+  CHECK_THAT(format_comparison(c, 0, 0), Catch::Contains("fused 80.00 ms, unfused 100.00 ms: fused 1.25x faster"));
+  c.median_seconds_a = 0.105;
+  CHECK_THAT(format_comparison(c, 0, 0), Catch::Contains("fused 105.00 ms, unfused 100.00 ms: fused 1.05x slower"));
+}
+
 TEST_CASE("progress: plain lines off a terminal, one rewritten line on it", "[trainer][progress]") {
   fixture f;
   for (bool tty : {false, true}) {

@@ -311,18 +311,22 @@ inline std::string format_comparison(const comparison& c, std::uint64_t scratch_
                                      const std::string& name_a = "fused", const std::string& name_b = "unfused") {
   char buf[1536];
   const double ratio = c.activation_bytes_b ? double(c.activation_bytes_a) / double(c.activation_bytes_b) : 0;
+  // A slower run says so: "1.05x slower", never "0.95x faster".
+  const double speedup = c.speedup();
+  const bool faster = speedup >= 1 || speedup <= 0;
+  const double factor = faster ? speedup : 1 / speedup;
   std::snprintf(buf, sizeof buf,
                 "comparison over %zu steps\n"
                 "  gradients after step 1             largest relative difference %.2e (same weights, same batch)\n"
                 "  largest relative loss difference   %.2e\n"
-                "  time per step (median)             %s %.2f ms, %s %.2f ms: %s %.2fx faster\n"
+                "  time per step (median)             %s %.2f ms, %s %.2f ms: %s %.2fx %s\n"
                 "  peak activation memory             %s %s\n"
                 "                                     %s %s: %s keeps %.2fx\n"
                 "  scratch (not kept between steps)   %s %s, %s %s\n"
                 "  (the unfused engine takes its statistics in the fused blocks and normalizes and reduces\n"
                 "   in the fused kernels' forms and order: any difference would grow under SGD)\n",
                 c.loss_a.size(), c.first_step_gradient_difference, c.max_relative_difference, name_a.c_str(),
-                1e3 * c.median_seconds_a, name_b.c_str(), 1e3 * c.median_seconds_b, name_a.c_str(), c.speedup(),
+                1e3 * c.median_seconds_a, name_b.c_str(), 1e3 * c.median_seconds_b, name_a.c_str(), factor, faster ? "faster" : "slower",
                 name_a.c_str(), format_bytes(c.activation_bytes_a).c_str(), name_b.c_str(),
                 format_bytes(c.activation_bytes_b).c_str(), name_a.c_str(), ratio, name_a.c_str(),
                 format_bytes(scratch_a).c_str(), name_b.c_str(), format_bytes(scratch_b).c_str());
