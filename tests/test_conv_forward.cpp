@@ -2,6 +2,7 @@
 // double reference steps, and against the unfused float path.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -462,4 +463,38 @@ TEST_CASE("Winograd: epilogue statistics equal the standalone kernel's, on other
   check_epilogue_stats_equal_standalone<xsimd::default_arch>(pb);
   check_epilogue_stats_equal_standalone<xsimd::sse2>(pb);
   check_epilogue_stats_equal_standalone<xsimd::fma3<xsimd::avx2>>(pb);
+}
+
+// The Winograd path hands each output tile to the epilogue right after the band that
+// completes it: over a task's bands, every column tile of every image is handed over
+// exactly once, never before the Winograd tiles under it are all transformed.
+TEST_CASE("Winograd: every output tile reaches the epilogue once, after its band", "[conv][winograd]") {
+  for (const conv2d_problem& pb : {conv2d_problem{3, 33, 40, 41, 9, 3, 3, 1, 1},   // bands across images
+                                   conv2d_problem{5, 19, 61, 47, 10, 3, 3, 1, 1},  // several bands per image
+                                   conv2d_problem{16, 32, 56, 56, 128, 3, 3, 1, 1},
+                                   conv2d_problem{1, 300, 17, 16, 8, 3, 3, 1, 1}}) {
+    INFO("problem n" << pb.n << " c" << pb.c << " h" << pb.h << " w" << pb.w << " k" << pb.k);
+    const bnff::conv2d_plan<float> plan(pb);
+    REQUIRE(plan.winograd);
+    const auto& lay = plan.wg;
+    const index_t P = pb.p(), Q = pb.q(), plane = P * Q, images = std::min(lay.group, pb.n);
+    const index_t total = images * lay.tiles;
+    std::vector<int> handed(std::size_t(images * plane), 0);
+    for (index_t b0 = 0; b0 < total; b0 += lay.band) {
+      const index_t done = std::min(total, b0 + lay.band);
+      for (index_t i = 0; i < images; ++i) {
+        const index_t from = bnff::detail::winograd_finished_columns(lay, P, Q, plan.tile, b0 - i * lay.tiles);
+        const index_t to = bnff::detail::winograd_finished_columns(lay, P, Q, plan.tile, done - i * lay.tiles);
+        REQUIRE(from <= to);
+        if (to < plane) REQUIRE(to % plan.tile == 0);  // whole column tiles, the last one only at the end
+        for (index_t col = from; col < to; ++col) {
+          // Output (p, q) comes from Winograd tile (p / 4, q / 4), done once the sequence passed it.
+          const index_t t = i * lay.tiles + (col / Q) / 4 * lay.tw + (col % Q) / 4;
+          REQUIRE(t < done);
+          ++handed[std::size_t(i * plane + col)];
+        }
+      }
+    }
+    CHECK(std::all_of(handed.begin(), handed.end(), [](int h) { return h == 1; }));
+  }
 }

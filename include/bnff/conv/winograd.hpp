@@ -15,10 +15,10 @@
 // bound the error of every output (tests/test_conv_forward.cpp, error_bound).
 //
 // Fusion is as in the direct engine: the prologue (BN + ReLU) runs on each input row as
-// it is read, padding zero after it; each image's output goes to the epilogue in the
-// direct engine's output tiles (so the statistics partition is the same), once the image
-// is complete. A task is a fixed group of images; the result does not depend on the
-// thread count.
+// it is read, padding zero after it; the output goes to the epilogue in the direct
+// engine's output tiles (so the statistics partition is the same), each tile right after
+// the band that completes it, while it is still in cache. A task is a fixed group of
+// images; the result does not depend on the thread count.
 #pragma once
 
 #include <algorithm>
@@ -314,9 +314,22 @@ void winograd_input_band(const conv2d_problem& pb, const winograd_layout<T, Arch
     });
 }
 
+// The output columns of one image that are final once its first `done` tiles (row-major;
+// clamped to [0, tiles]) are transformed, cut down to whole column tiles of `tile` (the
+// direct engine's, on which the statistics partition's blocks lie): whole tile rows give
+// 4 output rows each; the last column tile, shorter, only with the whole plane.
+template <class T, class Arch>
+index_t winograd_finished_columns(const winograd_layout<T, Arch>& lay, index_t P, index_t Q, index_t tile,
+                                  index_t done) noexcept {
+  if (done <= 0) return 0;
+  if (done >= lay.tiles) return P * Q;
+  const index_t rows = std::min<index_t>(P, winograd_m * (done / lay.tw));
+  return rows * Q / tile * tile;
+}
+
 // Images n0 .. n0 + images - 1 through the Winograd path: bands of input transform, 36
-// GEMMs and output transform, then the epilogue over each finished image in the direct
-// engine's tiles (columns `tile` at a time, rows mc at a time).
+// GEMMs and output transform, then the epilogue over the output that band finished, in
+// the direct engine's tiles (columns `tile` at a time, rows mc at a time), each tile once.
 template <class T, class Arch, class Prologue, class Epilogue>
 void winograd_task(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay, const T* ap,
                    const tensor_view<const T>& x, const tensor_view<T>& y, index_t n0, index_t images,
@@ -391,16 +404,18 @@ void winograd_task(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay
         });
       });
     }
-  }
-  // The finished images to the epilogue, in the direct engine's tiles.
-  const index_t plane = P * Q, ldc = y.strides().c;
-  for (index_t n = n0; n < n0 + images; ++n) {
-    T* base = y.plane_ptr(n, 0);
-    for (index_t col0 = 0; col0 < plane; col0 += tile) {
-      const index_t cols = std::min(tile, plane - col0);
-      for (index_t i0 = 0; i0 < K; i0 += blk::mc) {
-        const index_t rows_n = std::min<index_t>(blk::mc, K - i0);
-        epilogue(output_tile<T>{base + i0 * ldc + col0, ldc, n, i0, rows_n, col0, cols});
+    // The output tiles this band finished, to the epilogue while they are still in cache.
+    for (index_t i = b0 / lay.tiles; i < images && i * lay.tiles < b0 + cols; ++i) {
+      const index_t from = winograd_finished_columns(lay, P, Q, tile, b0 - i * lay.tiles);
+      const index_t to = winograd_finished_columns(lay, P, Q, tile, b0 + cols - i * lay.tiles);
+      T* base = y.plane_ptr(n0 + i, 0);
+      const index_t ldc = y.strides().c;
+      for (index_t col0 = from; col0 < to; col0 += tile) {
+        const index_t ncols = std::min(tile, P * Q - col0);
+        for (index_t i0 = 0; i0 < K; i0 += blk::mc) {
+          const index_t rows_n = std::min<index_t>(blk::mc, K - i0);
+          epilogue(output_tile<T>{base + i0 * ldc + col0, ldc, n0 + i, i0, rows_n, col0, ncols});
+        }
       }
     }
   }
