@@ -31,6 +31,7 @@
 #include "bnff/fusion/identity_prologue.hpp"
 #include "bnff/fusion/output_tile.hpp"
 #include "bnff/gemm/block_gemm.hpp"
+#include "bnff/gemm/blocking.hpp"
 #include "bnff/gemm/task_queue.hpp"
 #include "bnff/parallel/parallel.hpp"
 #include "bnff/simd/fma.hpp"
@@ -102,7 +103,7 @@ struct conv2d_backward_weights_plan {
   // NV follows K, so that few lanes compute padding (K = 12 in 2 batches wasted 62% of
   // the FMAs): with 32 vector registers (AVX-512) NV = 1, 2, 3, 4 with MR = 12, 12, 8, 6
   // (12 to 24 accumulators; 6 x 4 is 10 loads per 24 FMAs); with 16, NV = 1 or 2, MR = 12 or 6.
-  static constexpr bool many_registers = sizeof(batch) >= 64;
+  static constexpr bool many_registers = gemm::blocking<T, Arch>::many_registers;  // 32 vector registers
   static constexpr index_t max_nv = many_registers ? 4 : 2, max_mr = 12;
   static constexpr index_t tile_mr(index_t nv) noexcept {
     return nv <= 1 ? 12 : nv == 2 ? (many_registers ? 12 : 6) : nv == 3 ? 8 : 6;

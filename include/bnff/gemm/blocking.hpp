@@ -22,6 +22,7 @@ template <class T, class Arch = xsimd::default_arch>
 struct blocking {
   using batch = xsimd::batch<T, Arch>;
   static constexpr int width = int(batch::size);
+  // 32 vector registers (AVX-512) or 16 (AVX2, SSE): the rule every register tile in bnff follows.
   static constexpr bool many_registers = sizeof(batch) >= 64;
   static constexpr int mr = many_registers ? 8 : 6;
   static constexpr int nv = many_registers ? 3 : 2;
