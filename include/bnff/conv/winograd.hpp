@@ -154,6 +154,45 @@ BNFF_ALWAYS_INLINE void deinterleave4(const T* BNFF_RESTRICT src, T* const* dst,
     for (int q = 0; q < 4; ++q) dst[q][i] = src[4 * i + q];
 }
 
+// dst[4l + j] = o[j][l] for the first `count` elements (count <= 4 * width): one row of
+// four outputs per tile, for `width` tiles side by side, back in plane order. The
+// inverse of deinterleave4; the same escape hatch (AVX-512 float: two rounds of
+// two-source permutes and four stores, the last masked), other targets one by one.
+template <class Arch, class T>
+BNFF_ALWAYS_INLINE void interleave4(const xsimd::batch<T, Arch> (&o)[4], T* BNFF_RESTRICT dst, index_t count) noexcept {
+#if defined(__AVX512F__)
+  if constexpr (std::is_base_of_v<xsimd::avx512f, Arch> && std::is_same_v<T, float>) {
+    // Pairs (o0[t], o1[t]) and (o2[t], o3[t]) for t < 8 (lo) and t >= 8 (hi), then
+    // 64-bit pairs of pairs: four tiles' outputs per register.
+    const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    const __m512i first = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+    const __m512i second = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512 o0 = o[0], o1 = o[1], o2 = o[2], o3 = o[3];
+    const __m512d a_lo = _mm512_castps_pd(_mm512_permutex2var_ps(o0, lo, o1));
+    const __m512d b_lo = _mm512_castps_pd(_mm512_permutex2var_ps(o2, lo, o3));
+    const __m512d a_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o0, hi, o1));
+    const __m512d b_hi = _mm512_castps_pd(_mm512_permutex2var_ps(o2, hi, o3));
+    const __m512 r[4] = {_mm512_castpd_ps(_mm512_permutex2var_pd(a_lo, first, b_lo)),
+                         _mm512_castpd_ps(_mm512_permutex2var_pd(a_lo, second, b_lo)),
+                         _mm512_castpd_ps(_mm512_permutex2var_pd(a_hi, first, b_hi)),
+                         _mm512_castpd_ps(_mm512_permutex2var_pd(a_hi, second, b_hi))};
+    for (int q = 0; q < 4 && 16 * q < count; ++q) {
+      const index_t n = count - 16 * q;
+      if (n >= 16)
+        _mm512_storeu_ps(dst + 16 * q, r[q]);
+      else
+        _mm512_mask_storeu_ps(dst + 16 * q, __mmask16((1u << n) - 1u), r[q]);
+    }
+    return;
+  }
+#endif
+  constexpr index_t width = index_t(xsimd::batch<T, Arch>::size);
+  alignas(64) T out[4][width];
+  for (int j = 0; j < 4; ++j) o[j].store_aligned(out[j]);
+  for (index_t e = 0; e < count; ++e) dst[e] = out[e % 4][e / 4];
+}
+
 // G of the header, in double.
 inline constexpr double winograd_g[6][3] = {{1.0 / 4, 0, 0},
                                             {-1.0 / 6, -1.0 / 6, -1.0 / 6},
@@ -385,20 +424,13 @@ void winograd_task(const conv2d_problem& pb, const winograd_layout<T, Arch>& lay
                                  batch::load_unaligned(mt + (5 * 6 + j) * m_stride), col);
               for (int i = 0; i < 4; ++i) s[i][j] = col[i];
             }
-            alignas(64) T out[4][4][width];  // [output row][output column][tile]
-#pragma GCC unroll 4
-            for (int i = 0; i < 4; ++i) {
+            // Output row p0 + i of these tiles: outputs 4 tx .. 4 (tx + valid) - 1, cut at Q.
+            const index_t valid = std::min<index_t>(width, hi - tx);
+            const index_t count = std::min<index_t>(winograd_m * valid, Q - winograd_m * tx);
+            for (index_t i = 0; i < prows; ++i) {
               batch o[4];
               winograd_output_1d(s[i][0], s[i][1], s[i][2], s[i][3], s[i][4], s[i][5], o);
-              for (int j = 0; j < 4; ++j) o[j].store_aligned(out[i][j]);
-            }
-            const index_t valid = std::min<index_t>(width, hi - tx);
-            for (index_t i = 0; i < prows; ++i) {
-              T* row = yk + (p0 + i) * Q;
-              for (index_t l = 0; l < valid; ++l) {
-                const index_t q0 = winograd_m * (tx + l), qcols = std::min<index_t>(winograd_m, Q - q0);
-                for (index_t j = 0; j < qcols; ++j) row[q0 + j] = out[i][j][l];
-              }
+              interleave4<Arch>(o, yk + (p0 + i) * Q + winograd_m * tx, count);
             }
           }
         });
